@@ -1,0 +1,80 @@
+//! Database plumbing shared by the services that keep records (auth, jobs, storage): connect to
+//! PostgreSQL (production) or SQLite (embedded) through sea-orm, and map driver errors to the
+//! vocabulary once.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+
+use crate::error::{Error, ErrorCode};
+
+/// Settings of a service's database.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://path?mode=rwc`.
+    pub url: String,
+    /// Pool size (SQLite is always 1 writer; readers share the pool).
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before answering UNAVAILABLE.
+    pub acquire_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// A database at `url` with a pool of 16 and a 5 s acquire timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseConfig {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Whether this is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+}
+
+/// Connects, tuned for the database kind: SQLite gets WAL and a busy timeout so the embedded
+/// services can share one file-backed database safely.
+pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(config.url.clone());
+    options
+        .max_connections(config.max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(config.acquire_timeout)
+        // Statements are traced by our own spans; sqlx's per-statement logs would leak values.
+        .sqlx_logging(false);
+    let connection = Database::connect(options).await?;
+    if config.is_sqlite() {
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA busy_timeout = 5000",
+            "PRAGMA foreign_keys = ON",
+        ] {
+            connection.execute_unprepared(pragma).await?;
+        }
+    }
+    Ok(connection)
+}
+
+/// Maps a database error to the vocabulary: unique violations are ALREADY_EXISTS, pool and
+/// connection failures UNAVAILABLE, anything else INTERNAL (its text is logged, never sent).
+pub fn map_db_err(error: DbErr) -> Error {
+    if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+        return Error::new(ErrorCode::AlreadyExists, "already exists").with_source(error);
+    }
+    match &error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+            Error::unavailable("database unavailable, retry later").with_source(error)
+        }
+        _ => Error::internal(error),
+    }
+}
+
+/// A readiness check that pings the database.
+pub async fn ping(connection: &DatabaseConnection) -> Result<(), String> {
+    connection.ping().await.map_err(|error| error.to_string())
+}

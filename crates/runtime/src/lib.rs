@@ -1,0 +1,38 @@
+//! What every easel service shares, so each one starts, logs, traces, measures, serves and
+//! stops the same way:
+//!
+//! - [`config`]: environment variables with defaults, every problem reported at once;
+//! - [`telemetry`]: `tracing` logs (JSON or pretty), OTLP span export, Sentry, and W3C trace
+//!   context carried through gRPC metadata, HTTP headers and any string map;
+//! - [`metrics`]: the Prometheus registry behind `/metrics`;
+//! - [`grpc`]: the gRPC server (health, reflection, the standard tower stack, graceful
+//!   shutdown) and client (connect timeout, deadlines, trace propagation);
+//! - [`admin`]: the HTTP admin port (`/metrics`, `/healthz`, `/readyz`);
+//! - [`service`]: a service process's life, from configuration to drained exit;
+//! - [`shutdown`]: the shutdown signal and its grace period;
+//! - [`error`]: the error vocabulary, mapped once to gRPC codes and HTTP statuses.
+
+pub mod admin;
+pub mod config;
+#[cfg(feature = "db")]
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod ids;
+pub mod metrics;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Env, ServerConfig, TelemetryConfig};
+pub use error::{Error, ErrorCode};
+pub use shutdown::Shutdown;
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs). Call first thing in `main`:
+/// when two providers are compiled in, rustls cannot pick one by itself and panics.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

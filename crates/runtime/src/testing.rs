@@ -1,0 +1,567 @@
+//! Test helpers that use the real infrastructure, isolated per test: a throwaway PostgreSQL
+//! database, a Redis key prefix, and an in-process OTLP trace receiver.
+//!
+//! Tests run in parallel, so every helper hands out something no other test touches.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::sync::Notify;
+
+/// The server the tests' databases live on; `EASEL_TEST_POSTGRES_URL` overrides it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("EASEL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The tests' Redis; `EASEL_TEST_REDIS_URL` overrides it.
+pub fn redis_url() -> String {
+    std::env::var("EASEL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A PostgreSQL database of its own, dropped when this value is dropped.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The database's name.
+    pub name: String,
+    /// Its connection URL.
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database.
+    pub async fn postgres() -> TestDatabase {
+        let admin_url = postgres_admin_url();
+        let name = format!("easel_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach PostgreSQL at {admin_url}: {error}"));
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap_or_else(|error| panic!("cannot create database {name}: {error}"));
+        let _ = admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// A SQLite database in a temporary file (the embedded mode's kind).
+    pub fn sqlite(dir: &std::path::Path) -> String {
+        format!(
+            "sqlite://{}?mode=rwc",
+            dir.join(format!("{}.db", uuid::Uuid::new_v4().simple()))
+                .display()
+        )
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin_url = postgres_admin_url();
+        // Drop may run inside or outside a runtime; a thread with its own runtime works in both.
+        let dropper = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// A Redis key prefix of its own; its keys are deleted when this value is dropped.
+#[derive(Debug)]
+pub struct TestRedis {
+    /// The Redis URL.
+    pub url: String,
+    /// Every key the test makes must start with this, e.g. `easel-test-3f2a…:`.
+    pub prefix: String,
+}
+
+impl TestRedis {
+    /// A fresh prefix on the tests' Redis.
+    pub fn new() -> TestRedis {
+        TestRedis {
+            url: redis_url(),
+            prefix: format!("easel-test-{}:", uuid::Uuid::new_v4().simple()),
+        }
+    }
+}
+
+impl Default for TestRedis {
+    fn default() -> Self {
+        TestRedis::new()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let pattern = format!("{}*", self.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query(&mut connection)
+            .unwrap_or_default();
+        for chunk in keys.chunks(500) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query(&mut connection);
+        }
+    }
+}
+
+/// An OTLP/gRPC trace collector in the test process: point `OTEL_EXPORTER_OTLP_ENDPOINT` (or a
+/// [`crate::TelemetryConfig`]) at [`OtlpReceiver::endpoint`] and assert on what arrives.
+#[derive(Clone, Debug)]
+pub struct OtlpReceiver {
+    address: SocketAddr,
+    collected: Arc<Collected>,
+}
+
+#[derive(Debug, Default)]
+struct Collected {
+    spans: Mutex<Vec<ReceivedSpan>>,
+    arrived: Notify,
+}
+
+/// A span as received, with its service's name.
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    /// `service.name` of the exporting process.
+    pub service_name: String,
+    /// The span.
+    pub span: Span,
+}
+
+impl ReceivedSpan {
+    /// The trace id in lowercase hex.
+    pub fn trace_id(&self) -> String {
+        hex_string(&self.span.trace_id)
+    }
+
+    /// The span id in lowercase hex.
+    pub fn span_id(&self) -> String {
+        hex_string(&self.span.span_id)
+    }
+
+    /// The parent span id in lowercase hex (empty for a root).
+    pub fn parent_span_id(&self) -> String {
+        hex_string(&self.span.parent_span_id)
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[derive(Clone)]
+struct ReceiverService {
+    collected: Arc<Collected>,
+}
+
+#[tonic::async_trait]
+impl TraceService for ReceiverService {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for resource_spans in request.into_inner().resource_spans {
+            let service_name = resource_spans
+                .resource
+                .iter()
+                .flat_map(|resource| resource.attributes.iter())
+                .find(|attribute| attribute.key == "service.name")
+                .and_then(|attribute| attribute.value.as_ref())
+                .and_then(|value| match &value.value {
+                    Some(
+                        opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(name),
+                    ) => Some(name.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            for scope_spans in resource_spans.scope_spans {
+                for span in scope_spans.spans {
+                    received.push(ReceivedSpan {
+                        service_name: service_name.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+        if let Ok(mut spans) = self.collected.spans.lock() {
+            spans.extend(received);
+        }
+        self.collected.arrived.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl OtlpReceiver {
+    /// Starts the receiver on a loopback port; it runs until the test's runtime ends.
+    pub async fn start() -> OtlpReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|error| panic!("cannot bind the OTLP receiver: {error}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("no local address: {error}"));
+        let collected = Arc::new(Collected::default());
+        let service = TraceServiceServer::new(ReceiverService {
+            collected: collected.clone(),
+        });
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        OtlpReceiver { address, collected }
+    }
+
+    /// The endpoint URL for the exporter.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.collected
+            .spans
+            .lock()
+            .map(|spans| spans.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for the spans received, or the deadline passes; returns the
+    /// spans either way so the test can assert and show them.
+    pub async fn wait_for(
+        &self,
+        deadline: Duration,
+        done: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let arrived = self.collected.arrived.notified();
+            let spans = self.spans();
+            if done(&spans) || tokio::time::Instant::now() >= until {
+                return spans;
+            }
+            let _ = tokio::time::timeout_at(until, arrived).await;
+        }
+    }
+}
+
+/// A service binary running as a child process on ephemeral loopback ports.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    child: tokio::process::Child,
+    /// Its gRPC address.
+    pub grpc: SocketAddr,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` with `variables` (plus ephemeral ports and JSON logs) and waits, up to
+    /// 60 s, for its `listening` log line.
+    pub async fn spawn(binary: &std::path::Path, variables: &[(&str, &str)]) -> ServiceProcess {
+        use tokio::io::AsyncBufReadExt;
+
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .env("EASEL_GRPC_LISTEN", "127.0.0.1:0")
+            .env("EASEL_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("EASEL_LOG_FORMAT", "json")
+            .env("EASEL_LOG", "info")
+            .envs(variables.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary.display()));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let output = Arc::new(Mutex::new(Vec::new()));
+
+        let addresses = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut seen) = output.lock() {
+                    seen.push(line.clone());
+                }
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "listening" {
+                    let grpc = event["grpc"].as_str().and_then(|a| a.parse().ok());
+                    let admin = event["admin"].as_str().and_then(|a| a.parse().ok());
+                    if let (Some(grpc), Some(admin)) = (grpc, admin) {
+                        return Some((grpc, admin));
+                    }
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some((grpc, admin)) = addresses else {
+            let seen = output
+                .lock()
+                .map(|lines| lines.join("\n"))
+                .unwrap_or_default();
+            panic!(
+                "{} did not report its ports; output:\n{seen}",
+                binary.display()
+            );
+        };
+
+        let collector = output.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut seen) = collector.lock() {
+                    seen.push(line);
+                }
+            }
+        });
+        ServiceProcess {
+            child,
+            grpc,
+            admin,
+            output,
+        }
+    }
+
+    /// The gRPC base URL.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// The admin base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// Everything the process logged so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .map(|lines| lines.clone())
+            .unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `KILL`) with the system's `kill`.
+    pub async fn signal(&self, name: &str) {
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .unwrap_or_else(|error| panic!("cannot run kill: {error}"));
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `deadline`; `None` if it is still running.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+/// Checks a service binary the way an operator's probes would: it reports SERVING over
+/// `grpc.health.v1` for each of `services`, lists them over reflection, serves `/metrics` with
+/// the gRPC series, `/healthz` and `/readyz`, and after SIGTERM exits 0 within its grace period.
+pub async fn check_service_process(
+    binary: &std::path::Path,
+    services: &[&str],
+    variables: &[(&str, &str)],
+) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let grace = "3s";
+    let mut all_variables = vec![("EASEL_SHUTDOWN_GRACE", grace)];
+    all_variables.extend_from_slice(variables);
+    let mut process = ServiceProcess::spawn(binary, &all_variables).await;
+
+    let channel = tonic::transport::Endpoint::from_shared(process.grpc_url())
+        .unwrap_or_else(|error| panic!("bad url: {error}"))
+        .connect()
+        .await
+        .unwrap_or_else(|error| panic!("cannot connect to {}: {error}", process.grpc_url()));
+    let mut health = HealthClient::new(channel.clone());
+    for service in services.iter().copied().chain([""]) {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .unwrap_or_else(|error| panic!("health check of {service:?} failed: {error}"))
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            ServingStatus::Serving as i32,
+            "{service:?} is not SERVING"
+        );
+    }
+
+    let listed = reflection_services(channel).await;
+    for service in services {
+        assert!(
+            listed.iter().any(|name| name == service),
+            "{service} not in {listed:?}"
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{}/metrics", process.admin_url()))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET /metrics failed: {error}"));
+    assert_eq!(metrics.status(), 200);
+    let body = metrics.text().await.unwrap_or_default();
+    assert!(
+        body.contains("grpc_server_requests_total")
+            && body.contains("method=\"Check\"")
+            && body.contains("code=\"Ok\""),
+        "the health checks are not in /metrics:\n{body}"
+    );
+    for path in ["/healthz", "/readyz"] {
+        let response = http
+            .get(format!("{}{path}", process.admin_url()))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path} failed: {error}"));
+        assert_eq!(response.status(), 200, "{path}");
+    }
+
+    process.signal("TERM").await;
+    // The grace period plus the time a loaded CI machine needs to flush and exit.
+    let status = process.wait_exit(Duration::from_secs(3 + 10)).await;
+    let Some(status) = status else {
+        panic!(
+            "still running after the grace period:\n{}",
+            process.output().join("\n")
+        );
+    };
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        process.output().join("\n")
+    );
+    assert!(
+        process
+            .output()
+            .iter()
+            .any(|line| line.contains("\"stopped\"")),
+        "no drained stop was logged:\n{}",
+        process.output().join("\n")
+    );
+}
+
+async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap_or_else(|error| panic!("reflection failed: {error}"))
+        .into_inner();
+    let Ok(Some(response)) = responses.message().await else {
+        panic!("no reflection answer");
+    };
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// The path of a workspace binary (e.g. `easel-storage`, `easel-comfy-sim`), built first if
+/// needed, for tests that run another service as a real process. Services never depend on
+/// each other's crates; their tests meet them as processes, the way production does.
+pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    let exe = std::env::current_exe().unwrap_or_else(|error| panic!("no current exe: {error}"));
+    // Test binaries live in target/<profile>/deps/.
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or_else(|| panic!("unexpected test binary location {}", exe.display()))
+        .to_path_buf();
+    let path = profile_dir.join(binary);
+
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|name| name == binary) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut command = std::process::Command::new(cargo);
+        command.args(["build", "--quiet", "-p", package, "--bin", binary]);
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        let status = command
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run cargo to build {binary}: {error}"));
+        assert!(status.success(), "building {binary} failed");
+        built.push(binary.to_string());
+    }
+    assert!(path.exists(), "{} does not exist after building", path.display());
+    path
+}

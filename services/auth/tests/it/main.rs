@@ -1,0 +1,3 @@
+//! Integration tests of `easel-auth`, against the real service.
+
+mod process;

@@ -1,0 +1,3 @@
+//! Integration tests of `easel-comfy-bridge`, against the real service.
+
+mod process;

@@ -1,0 +1,82 @@
+//! `easel-gateway`: the public edge of easel: gRPC, gRPC-web and REST/JSON on one port, with authentication, rate limits and the error envelope.
+//!
+//! A library with one entry point, [`run`], so tests start the real service in-process on
+//! port 0 and `main.rs` stays a page.
+
+use std::net::SocketAddr;
+
+use easel_proto::account::v1::account_service_server::{AccountService, AccountServiceServer};
+use easel_proto::jobs::v1::job_service_server::{JobService, JobServiceServer};
+use easel_proto::models::v1::model_service_server::{ModelService, ModelServiceServer};
+use easel_runtime::Shutdown;
+use easel_runtime::admin::Readiness;
+use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
+use easel_runtime::grpc::GrpcServer;
+use easel_runtime::service::Listeners;
+
+/// The service's name in logs, metrics and traces.
+pub const SERVICE_NAME: &str = "gateway";
+
+/// Default gRPC address.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// Default admin (HTTP) address.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9080);
+
+/// The service's configuration, from `EASEL_*` variables.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Ports, timeouts and limits.
+    pub server: ServerConfig,
+    /// Logs, traces and error reports.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Config {
+    /// Reads the configuration; problems are collected in `env`.
+    pub fn from_env(env: &mut Env) -> Config {
+        Config {
+            server: ServerConfig::from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
+            telemetry: TelemetryConfig::from_env(env, SERVICE_NAME),
+        }
+    }
+}
+
+/// Serves the service on `listeners` until `shutdown` fires, then drains.
+pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> std::io::Result<()> {
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
+        .add_service(JobServiceServer::new(JobApi))
+        .add_service(ModelServiceServer::new(ModelApi))
+        .add_service(AccountServiceServer::new(AccountApi));
+    easel_runtime::service::serve(
+        grpc,
+        Readiness::new(),
+        axum::Router::new(),
+        listeners,
+        shutdown,
+    )
+    .await
+}
+
+/// `easel.jobs.v1.JobService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
+#[derive(Clone, Copy, Debug)]
+struct JobApi;
+
+#[tonic::async_trait]
+impl JobService for JobApi {}
+
+/// `easel.models.v1.ModelService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
+#[derive(Clone, Copy, Debug)]
+struct ModelApi;
+
+#[tonic::async_trait]
+impl ModelService for ModelApi {}
+
+/// `easel.account.v1.AccountService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
+#[derive(Clone, Copy, Debug)]
+struct AccountApi;
+
+#[tonic::async_trait]
+impl AccountService for AccountApi {}

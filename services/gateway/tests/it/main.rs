@@ -1,0 +1,3 @@
+//! Integration tests of `easel-gateway`, against the real service.
+
+mod process;

@@ -1,0 +1,3 @@
+//! Integration tests of `easel-jobs`, against the real service.
+
+mod process;

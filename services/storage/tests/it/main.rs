@@ -1,0 +1,3 @@
+//! Integration tests of `easel-storage`, against the real service.
+
+mod process;
