@@ -279,16 +279,16 @@ impl TelemetryConfig {
             );
         }
         let otlp_endpoint = env.optional_string("OTEL_EXPORTER_OTLP_ENDPOINT");
-        if let Some(endpoint) = &otlp_endpoint {
-            if url::Url::parse(endpoint).is_err() {
-                env.problem("OTEL_EXPORTER_OTLP_ENDPOINT", "is not a valid URL");
-            }
+        if let Some(endpoint) = &otlp_endpoint
+            && url::Url::parse(endpoint).is_err()
+        {
+            env.problem("OTEL_EXPORTER_OTLP_ENDPOINT", "is not a valid URL");
         }
         let sentry_dsn = env.optional_string("SENTRY_DSN");
-        if let Some(dsn) = &sentry_dsn {
-            if let Err(error) = dsn.parse::<sentry::types::Dsn>() {
-                env.problem("SENTRY_DSN", format!("is not a valid DSN: {error}"));
-            }
+        if let Some(dsn) = &sentry_dsn
+            && let Err(error) = dsn.parse::<sentry::types::Dsn>()
+        {
+            env.problem("SENTRY_DSN", format!("is not a valid DSN: {error}"));
         }
         TelemetryConfig {
             service_name: service_name.to_string(),

@@ -83,6 +83,7 @@ mod tests {
     #[test]
     fn ids_round_trip_and_reject_anything_else() {
         let id = TestId::new();
+        assert_eq!(TestId::PREFIX, "tst");
         assert!(id.as_str().starts_with("tst_"));
         assert_eq!(TestId::parse(id.as_str()), Some(id.clone()));
         for bad in [
@@ -95,6 +96,7 @@ mod tests {
         ] {
             assert!(TestId::parse(bad).is_none(), "{bad}");
         }
+        assert!(id.clone().into_string().starts_with("tst_"));
     }
 
     #[test]

@@ -103,6 +103,7 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(config.service_name.clone()))
             .with_tracked_inactivity(false)
+            .with_filter(span_export_filter())
     });
 
     let sentry = config.sentry_dsn.as_ref().map(|dsn| {
@@ -156,6 +157,12 @@ pub fn init_for_tests() {
                 .with_filter(EnvFilter::new("warn")),
         )
         .try_init();
+}
+
+/// Spans worth exporting: ours and our libraries' at INFO and above, but never the transport
+/// crates' internals, whose spans would include the exporter's own sends and feed back into it.
+fn span_export_filter() -> EnvFilter {
+    EnvFilter::new("info,h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,opentelemetry=off")
 }
 
 fn tracer_provider(

@@ -548,12 +548,17 @@ pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
         .to_path_buf();
     let path = profile_dir.join(binary);
 
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !built.iter().any(|name| name == binary) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
         let mut command = std::process::Command::new(cargo);
         command.args(["build", "--quiet", "-p", package, "--bin", binary]);
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
             command.arg("--release");
         }
         let status = command
@@ -562,6 +567,10 @@ pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
         assert!(status.success(), "building {binary} failed");
         built.push(binary.to_string());
     }
-    assert!(path.exists(), "{} does not exist after building", path.display());
+    assert!(
+        path.exists(),
+        "{} does not exist after building",
+        path.display()
+    );
     path
 }

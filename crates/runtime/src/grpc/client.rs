@@ -105,12 +105,11 @@ impl Service<http::Request<Body>> for GrpcChannel {
             &span,
             &mut opentelemetry_http::HeaderInjector(request.headers_mut()),
         );
-        if !request.headers().contains_key("grpc-timeout") {
-            if let Ok(value) =
+        if !request.headers().contains_key("grpc-timeout")
+            && let Ok(value) =
                 http::HeaderValue::from_str(&format_grpc_timeout(self.default_deadline))
-            {
-                request.headers_mut().insert("grpc-timeout", value);
-            }
+        {
+            request.headers_mut().insert("grpc-timeout", value);
         }
         let labels = [
             ("service", self.caller.to_string()),

@@ -257,10 +257,10 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(record) = this.record.take() {
-                        record.finish(grpc_status(trailers).unwrap_or(tonic::Code::Unknown));
-                    }
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(record) = this.record.take()
+                {
+                    record.finish(grpc_status(trailers).unwrap_or(tonic::Code::Unknown));
                 }
             }
             Poll::Ready(Some(Err(_))) => {
@@ -367,12 +367,12 @@ pub async fn overloaded(headers: HeaderMap, error: tower::BoxError) -> Response 
     let status = error.http_status();
     let mut response =
         (status, axum::Json(error.to_envelope(request_id.as_deref()))).into_response();
-    if let Some(delay) = error.retry_after() {
-        if let Ok(value) = http::HeaderValue::from_str(&delay.as_secs().max(1).to_string()) {
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, value);
-        }
+    if let Some(delay) = error.retry_after()
+        && let Ok(value) = http::HeaderValue::from_str(&delay.as_secs().max(1).to_string())
+    {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, value);
     }
     response
 }

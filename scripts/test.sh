@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command of the README: formatting, lints, the contracts' lint, and every test
+# (unit, integration, end to end) against the real PostgreSQL, Redis, S3 server, Envoy and
+# Chromium that scripts/setup.sh provides.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+TOOLS="${EASEL_TOOLS_DIR:-$HOME/.cache/easel-tools}"
+export PATH="$TOOLS/bin:$TOOLS/node_modules/.bin:$TOOLS/envoy-venv/bin:$PATH"
+export NODE_PATH="$TOOLS/node_modules${NODE_PATH:+:$NODE_PATH}"
+# Builds are cached outside the checkout so a fresh clone reuses them.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/easel-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== buf lint"
+buf lint
+
+echo "== deployment manifests"
+bash scripts/validate-deploy.sh
+
+echo "== tests"
+cargo nextest run --workspace --locked --profile "${EASEL_NEXTEST_PROFILE:-default}"
