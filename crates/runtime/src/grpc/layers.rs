@@ -107,13 +107,24 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout);
         let deadline = client_deadline.map_or(self.limit, |client| client.min(self.limit));
+        let grpc = is_grpc_request(request.headers());
+        let request_id = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
         let future = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(deadline, future).await {
                 Ok(result) => result,
-                Err(_) => Ok(status_response(
-                    Error::new(ErrorCode::DeadlineExceeded, "deadline exceeded").into_status(),
-                )),
+                Err(_) => {
+                    let error = Error::new(ErrorCode::DeadlineExceeded, "deadline exceeded");
+                    Ok(if grpc {
+                        status_response(error.into_status())
+                    } else {
+                        error_response(&error, request_id.as_deref())
+                    })
+                }
             }
         })
     }
@@ -364,9 +375,17 @@ pub async fn overloaded(headers: HeaderMap, error: tower::BoxError) -> Response 
         .get("x-request-id")
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let status = error.http_status();
-    let mut response =
-        (status, axum::Json(error.to_envelope(request_id.as_deref()))).into_response();
+    error_response(&error, request_id.as_deref())
+}
+
+/// An error as an HTTP response: the status, the REST envelope and `Retry-After` when the
+/// error says when to retry.
+pub fn error_response(error: &Error, request_id: Option<&str>) -> Response {
+    let mut response = (
+        error.http_status(),
+        axum::Json(error.to_envelope(request_id)),
+    )
+        .into_response();
     if let Some(delay) = error.retry_after()
         && let Ok(value) = http::HeaderValue::from_str(&delay.as_secs().max(1).to_string())
     {
