@@ -1,3 +1,7 @@
-//! Integration tests of `easel-comfy-bridge`, against the real service.
+//! Integration tests of `easel-comfy-bridge`, against the real service and ComfyUI simulators.
 
+mod backends;
+mod errors;
 mod process;
+mod runs;
+mod support;
