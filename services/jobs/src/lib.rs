@@ -1,18 +1,50 @@
-//! `easel-jobs`: job records and lifecycle, the durable queue, workers, idempotency, job event streams and cancellation.
+//! `easel-jobs`: job records and lifecycle, the durable queue, workers, idempotency, job event
+//! streams and cancellation.
+//!
+//! The database is the source of truth of every job and of its numbered events; the queue
+//! ([`queue`]: Redis Streams, or in process) carries work to the [`worker`]s, and the
+//! [`reconciler`] repairs the queue from the database. The API ([`grpc`], [`service`],
+//! [`watch`]) is `easel.jobs.internal.v1.InternalJobService`, called by the gateway with the
+//! authenticated caller. One binary plays the `api`, `worker` or `all` role.
 //!
 //! A library with one entry point, [`run`], so tests start the real service in-process on
 //! port 0 and `main.rs` stays a page.
 
-use std::net::SocketAddr;
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod reconciler;
+pub mod service;
+pub mod validate;
+pub mod watch;
+pub mod worker;
 
-use easel_proto::jobs::internal::v1::internal_job_service_server::{
-    InternalJobService, InternalJobServiceServer,
-};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use easel_proto::bridge::v1::ListBackendsRequest;
+use easel_proto::jobs::internal::v1::internal_job_service_server::InternalJobServiceServer;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
-use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
 use easel_runtime::grpc::GrpcServer;
 use easel_runtime::service::Listeners;
+
+use crate::clients::Clients;
+pub use crate::config::{Config, Role, WorkerConfig};
+use crate::events::EventHub;
+use crate::model::{Clock, SystemClock};
+use crate::queue::memory::MemoryQueue;
+use crate::queue::redis::RedisQueue;
+use crate::queue::{JobQueue, QueueSettings};
+use crate::service::{ApiSettings, Jobs};
+use crate::worker::{Worker, WorkerSettings};
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "jobs";
@@ -25,42 +57,133 @@ pub const DEFAULT_GRPC_LISTEN: SocketAddr =
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9092);
 
-/// The service's configuration, from `EASEL_*` variables.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Ports, timeouts and limits.
-    pub server: ServerConfig,
-    /// Logs, traces and error reports.
-    pub telemetry: TelemetryConfig,
+/// The parts of a running jobs service, built from a [`Config`].
+#[derive(Debug)]
+pub struct Parts {
+    /// The shared state behind the API and the workers.
+    pub jobs: Arc<Jobs>,
+    /// The worker pool's settings.
+    pub worker: WorkerSettings,
 }
 
-impl Config {
-    /// Reads the configuration; problems are collected in `env`.
-    pub fn from_env(env: &mut Env) -> Config {
-        Config {
-            server: ServerConfig::from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
-            telemetry: TelemetryConfig::from_env(env, SERVICE_NAME),
-        }
-    }
+/// The bridge's total capacity, if it answers within a second.
+async fn bridge_capacity(clients: &Clients) -> Option<usize> {
+    let mut bridge = clients.bridge.clone();
+    let mut request = tonic::Request::new(ListBackendsRequest {});
+    request.set_timeout(Duration::from_secs(1));
+    let answer = tokio::time::timeout(Duration::from_secs(2), bridge.list_backends(request))
+        .await
+        .ok()?
+        .ok()?;
+    let total: u32 = answer
+        .into_inner()
+        .backends
+        .iter()
+        .map(|b| b.capacity)
+        .sum();
+    (total > 0).then(|| usize::try_from(total).unwrap_or(4))
+}
+
+/// Connects the database, the queue and the event hub; `clock` is the time source (tests
+/// inject one). The event hub's subscription stops with `shutdown`.
+pub async fn build(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    shutdown: &Shutdown,
+) -> Result<Parts, error::JobsError> {
+    crate::metrics::describe();
+    let db = db::connect(&config.database_url).await?;
+    let settings = QueueSettings {
+        visibility_timeout: config.worker.visibility_timeout,
+        max_deliveries: config.worker.max_attempts + 2,
+    };
+    let (queue, hub): (Arc<dyn JobQueue>, Arc<EventHub>) = match &config.redis_url {
+        Some(url) => (
+            Arc::new(RedisQueue::connect(url, &config.redis_prefix, settings).await?),
+            EventHub::redis(url, &config.redis_prefix, shutdown.token().clone())
+                .await
+                .map_err(|error| error::JobsError::Queue(error.into()))?,
+        ),
+        None => (Arc::new(MemoryQueue::new(settings)), EventHub::local()),
+    };
+    let clients = Clients::new(
+        &config.bridge_url,
+        &config.storage_url,
+        config.auth_url.as_deref(),
+    )?;
+    let concurrency = match config.worker.concurrency {
+        Some(concurrency) => concurrency,
+        None if config.worker.role.runs_workers() => bridge_capacity(&clients).await.unwrap_or(4),
+        None => 4,
+    };
+    let jobs = Arc::new(Jobs::new(
+        db,
+        queue,
+        hub,
+        clients,
+        clock,
+        ApiSettings {
+            max_attempts: config.worker.max_attempts,
+            output_url_ttl: config.output_url_ttl,
+            parallelism: u32::try_from(concurrency).unwrap_or(1),
+        },
+    ));
+    let worker = WorkerSettings {
+        visibility_timeout: config.worker.visibility_timeout,
+        retry_backoff: config.worker.retry_backoff,
+        retry_backoff_max: config.worker.retry_backoff_max,
+        run_timeout: config.worker.run_timeout,
+        claim_block: config.worker.claim_block,
+        concurrency,
+    };
+    Ok(Parts { jobs, worker })
 }
 
 /// Serves the service on `listeners` until `shutdown` fires, then drains.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> std::io::Result<()> {
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
-        .add_service(InternalJobServiceServer::new(JobApi));
-    easel_runtime::service::serve(
-        grpc,
-        Readiness::new(),
-        axum::Router::new(),
-        listeners,
-        shutdown,
-    )
-    .await
+    run_with_clock(config, Arc::new(SystemClock), listeners, shutdown).await
 }
 
-/// `easel.jobs.internal.v1.InternalJobService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
-#[derive(Clone, Copy, Debug)]
-struct JobApi;
-
-#[tonic::async_trait]
-impl InternalJobService for JobApi {}
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let parts = build(&config, clock, &shutdown)
+        .await
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    let jobs = parts.jobs.clone();
+    let readiness_jobs = jobs.clone();
+    let queue_jobs = jobs.clone();
+    let readiness = Readiness::new()
+        .with_check("database", move || {
+            let jobs = readiness_jobs.clone();
+            async move { easel_runtime::db::ping(&jobs.db).await }
+        })
+        .with_check("queue", move || {
+            let jobs = queue_jobs.clone();
+            async move { jobs.queue.ping().await.map_err(|error| error.to_string()) }
+        });
+    let mut background = Vec::new();
+    if config.worker.role.runs_workers() {
+        let worker = Arc::new(Worker::new(jobs.clone(), parts.worker.clone()));
+        background.push(tokio::spawn(worker.run(shutdown.clone())));
+        background.push(tokio::spawn(reconciler::run(
+            jobs.clone(),
+            config.worker.reconcile_interval,
+            config.worker.reconcile_grace,
+            shutdown.clone(),
+        )));
+    }
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
+        .add_service(InternalJobServiceServer::new(grpc::JobApi::new(jobs)));
+    let served =
+        easel_runtime::service::serve(grpc, readiness, axum::Router::new(), listeners, shutdown)
+            .await;
+    for task in background {
+        let _ = task.await;
+    }
+    served
+}

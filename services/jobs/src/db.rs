@@ -1,0 +1,386 @@
+//! Job records in the database. Every query that serves a request takes the owner, so no
+//! handler can forget tenant scoping; only the worker and the reconciler (which act for the
+//! platform, not a caller) look jobs up by id alone.
+//!
+//! State changes go through [`transition`]: one conditional update that also bumps the job's
+//! event sequence and appends the event, in one transaction, so the event log has no gap and
+//! no duplicate and a job is never moved twice from the same state.
+
+pub mod entity;
+pub mod idempotency;
+pub mod migration;
+
+use std::path::Path;
+
+use easel_proto::jobs::v1::{JobEvent, JobStatus, job_event};
+use easel_runtime::db::DatabaseConfig;
+use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use self::entity::job::{Column as JobColumn, Model as JobRow};
+use self::entity::{event, job};
+use crate::error::{JobsError, Result};
+use crate::model::{status_to_db, timestamp_ms};
+
+/// Connects and brings the schema up to date. For SQLite, the file's directory is created.
+pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or_default();
+        if let Some(dir) = Path::new(file).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                JobsError::Internal(format!("cannot create {}: {error}", dir.display()))
+            })?;
+        }
+    }
+    let mut config = DatabaseConfig::new(url);
+    config.max_connections = 32;
+    let connection = easel_runtime::db::connect(&config).await?;
+    // Replicas starting together race to migrate; the loser finds the work done on a retry.
+    let mut tries = 0;
+    loop {
+        match migration::Migrator::up(&connection, None).await {
+            Ok(()) => return Ok(connection),
+            Err(error) if tries < 3 => {
+                tries += 1;
+                tracing::info!(error = %error, "migration raced another instance, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn event_kind_name(kind: &job_event::Kind) -> &'static str {
+    match kind {
+        job_event::Kind::Snapshot(_) => "snapshot",
+        job_event::Kind::StatusChange(_) => "status_change",
+        job_event::Kind::Progress(_) => "progress",
+        job_event::Kind::QueuePosition(_) => "queue_position",
+        job_event::Kind::Output(_) => "output",
+    }
+}
+
+fn event_row(event: &JobEvent, time_ms: i64) -> Result<event::Model> {
+    let kind = event
+        .kind
+        .as_ref()
+        .map(event_kind_name)
+        .unwrap_or("unknown");
+    Ok(event::Model {
+        job_id: event.job_id.clone(),
+        seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
+        kind: kind.to_string(),
+        payload: serde_json::to_string(event)
+            .map_err(|error| JobsError::Internal(format!("encoding an event: {error}")))?,
+        time_ms,
+    })
+}
+
+/// Inserts a new job (its `seq` must be 1) with its first event, in one transaction.
+pub async fn insert_job(
+    db: &DatabaseConnection,
+    row: JobRow,
+    first: job_event::Kind,
+) -> Result<JobEvent> {
+    let event = JobEvent {
+        job_id: row.id.clone(),
+        seq: 1,
+        time: Some(timestamp_ms(row.created_at_ms)),
+        kind: Some(first),
+    };
+    let event_model = event_row(&event, row.created_at_ms)?;
+    let txn = db.begin().await?;
+    row.into_active_model().insert(&txn).await?;
+    event_model.into_active_model().insert(&txn).await?;
+    txn.commit().await?;
+    Ok(event)
+}
+
+/// The owner's job; another owner's (or no) job is NOT_FOUND.
+pub async fn find_for_owner(db: &DatabaseConnection, owner: &str, id: &str) -> Result<JobRow> {
+    job::Entity::find_by_id(id.to_string())
+        .filter(job::Column::Owner.eq(owner))
+        .one(db)
+        .await?
+        .ok_or(JobsError::NotFound)
+}
+
+/// A job by id alone, for the worker and the reconciler.
+pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<JobRow>> {
+    Ok(job::Entity::find_by_id(id.to_string()).one(db).await?)
+}
+
+/// Up to `limit` of the owner's jobs older than `before` (ids sort by creation), newest first.
+pub async fn list_for_owner(
+    db: &DatabaseConnection,
+    owner: &str,
+    statuses: &[JobStatus],
+    before: Option<&str>,
+    limit: u64,
+) -> Result<Vec<JobRow>> {
+    let mut query = job::Entity::find().filter(job::Column::Owner.eq(owner));
+    if !statuses.is_empty() {
+        query = query.filter(job::Column::Status.is_in(statuses.iter().map(|s| status_to_db(*s))));
+    }
+    if let Some(before) = before {
+        query = query.filter(job::Column::Id.lt(before));
+    }
+    Ok(query
+        .order_by_desc(job::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// The owner's jobs that are PENDING or RUNNING.
+pub async fn count_active(db: &DatabaseConnection, owner: &str) -> Result<u64> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Owner.eq(owner))
+        .filter(job::Column::Status.is_in([
+            status_to_db(JobStatus::Pending),
+            status_to_db(JobStatus::Running),
+        ]))
+        .count(db)
+        .await?)
+}
+
+/// The owner's jobs accepted since `since_ms`.
+pub async fn count_created_since(
+    db: &DatabaseConnection,
+    owner: &str,
+    since_ms: i64,
+) -> Result<u64> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Owner.eq(owner))
+        .filter(job::Column::CreatedAtMs.gte(since_ms))
+        .count(db)
+        .await?)
+}
+
+/// A PENDING job's place in the queue (1 = next): PENDING jobs of a higher priority, or of the
+/// same priority and accepted earlier, go first.
+pub async fn queue_position(db: &DatabaseConnection, row: &JobRow) -> Result<u64> {
+    let ahead = job::Entity::find()
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
+        .filter(
+            Condition::any()
+                .add(job::Column::Priority.gt(row.priority))
+                .add(
+                    Condition::all()
+                        .add(job::Column::Priority.eq(row.priority))
+                        .add(job::Column::Id.lt(row.id.as_str())),
+                ),
+        )
+        .count(db)
+        .await?;
+    Ok(ahead + 1)
+}
+
+/// Run times (ms) of the latest `limit` SUCCEEDED jobs, for ETAs.
+pub async fn recent_run_times(db: &DatabaseConnection, limit: u64) -> Result<Vec<i64>> {
+    let rows: Vec<(Option<i64>, Option<i64>)> = job::Entity::find()
+        .select_only()
+        .column(job::Column::StartedAtMs)
+        .column(job::Column::FinishedAtMs)
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Succeeded)))
+        .order_by_desc(job::Column::FinishedAtMs)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(start, end)| Some(end? - start?))
+        .filter(|ms| *ms >= 0)
+        .collect())
+}
+
+/// The job's events after `after_seq`, in order, at most `limit`.
+pub async fn events_after(
+    db: &DatabaseConnection,
+    job_id: &str,
+    after_seq: u64,
+    limit: u64,
+) -> Result<Vec<JobEvent>> {
+    let rows = event::Entity::find()
+        .filter(event::Column::JobId.eq(job_id))
+        .filter(event::Column::Seq.gt(i64::try_from(after_seq).unwrap_or(i64::MAX)))
+        .order_by_asc(event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_str::<JobEvent>(&row.payload).map_err(|error| {
+                JobsError::Internal(format!("event {} of {}: {error}", row.seq, row.job_id))
+            })
+        })
+        .collect()
+}
+
+/// Which states a [`transition`] may start from.
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    /// The job must be in one of these statuses…
+    pub statuses: Vec<JobStatus>,
+    /// …or RUNNING with a lease that lapsed before this time (ms).
+    pub or_lease_lapsed_before: Option<i64>,
+    /// The job's lease must be held by this worker.
+    pub lease_owner: Option<String>,
+    /// The job must be at this attempt.
+    pub attempt: Option<i32>,
+}
+
+impl Guard {
+    /// From any of `statuses`.
+    pub fn from(statuses: &[JobStatus]) -> Guard {
+        Guard {
+            statuses: statuses.to_vec(),
+            ..Guard::default()
+        }
+    }
+
+    /// RUNNING under this worker's lease, at this attempt.
+    pub fn held(worker: &str, attempt: i32) -> Guard {
+        Guard {
+            statuses: vec![JobStatus::Running],
+            lease_owner: Some(worker.to_string()),
+            attempt: Some(attempt),
+            ..Guard::default()
+        }
+    }
+
+    fn condition(&self) -> Condition {
+        let mut states = Condition::any().add(
+            job::Column::Status.is_in(self.statuses.iter().map(|status| status_to_db(*status))),
+        );
+        if let Some(before) = self.or_lease_lapsed_before {
+            states = states.add(
+                Condition::all()
+                    .add(job::Column::Status.eq(status_to_db(JobStatus::Running)))
+                    .add(job::Column::LeaseExpiresMs.lt(before)),
+            );
+        }
+        let mut condition = Condition::all().add(states);
+        if let Some(owner) = &self.lease_owner {
+            condition = condition.add(job::Column::LeaseOwner.eq(owner.as_str()));
+        }
+        if let Some(attempt) = self.attempt {
+            condition = condition.add(job::Column::Attempts.eq(attempt));
+        }
+        condition
+    }
+}
+
+/// Applies `changes` to the job if `guard` holds; with an `event`, also bumps the job's
+/// sequence and appends the event under the new number, in the same transaction. Returns the
+/// updated row and the stored event, or `None` when the guard did not hold.
+pub async fn transition(
+    db: &DatabaseConnection,
+    job_id: &str,
+    guard: &Guard,
+    changes: Vec<(job::Column, SimpleExpr)>,
+    event: Option<job_event::Kind>,
+    now_ms: i64,
+) -> Result<Option<(JobRow, Option<JobEvent>)>> {
+    let txn = db.begin().await?;
+    let mut update = job::Entity::update_many()
+        .col_expr(job::Column::UpdatedAtMs, Expr::value(now_ms))
+        .filter(job::Column::Id.eq(job_id))
+        .filter(guard.condition());
+    if event.is_some() {
+        update = update.col_expr(job::Column::Seq, Expr::col(job::Column::Seq).add(1));
+    }
+    for (column, value) in changes {
+        update = update.col_expr(column, value);
+    }
+    if update.exec(&txn).await?.rows_affected == 0 {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let row = job::Entity::find_by_id(job_id.to_string())
+        .one(&txn)
+        .await?
+        .ok_or_else(|| JobsError::Internal(format!("job {job_id} vanished in a transaction")))?;
+    let stored = match event {
+        Some(kind) => {
+            let event = JobEvent {
+                job_id: job_id.to_string(),
+                seq: u64::try_from(row.seq).unwrap_or_default(),
+                time: Some(timestamp_ms(now_ms)),
+                kind: Some(kind),
+            };
+            event_row(&event, now_ms)?
+                .into_active_model()
+                .insert(&txn)
+                .await?;
+            Some(event)
+        }
+        None => None,
+    };
+    txn.commit().await?;
+    Ok(Some((row, stored)))
+}
+
+/// PENDING jobs last changed before `before_ms` (reconciler: lost queue entries).
+pub async fn pending_changed_before(
+    db: &DatabaseConnection,
+    before_ms: i64,
+    limit: u64,
+) -> Result<Vec<JobRow>> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
+        .filter(job::Column::UpdatedAtMs.lt(before_ms))
+        .order_by_asc(job::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// RUNNING jobs whose lease lapsed before `before_ms` (reconciler: dead workers).
+pub async fn running_lease_lapsed(
+    db: &DatabaseConnection,
+    before_ms: i64,
+    limit: u64,
+) -> Result<Vec<JobRow>> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Running)))
+        .filter(job::Column::LeaseExpiresMs.lt(before_ms))
+        .order_by_asc(job::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// PENDING jobs whose start deadline passed (reconciler: expire them without a worker).
+pub async fn pending_past_deadline(
+    db: &DatabaseConnection,
+    now_ms: i64,
+    limit: u64,
+) -> Result<Vec<JobRow>> {
+    Ok(job::Entity::find()
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
+        .filter(job::Column::StartDeadlineMs.lt(now_ms))
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// PENDING jobs per priority class, for the queue-depth gauge.
+pub async fn pending_by_priority(db: &DatabaseConnection) -> Result<Vec<(i32, i64)>> {
+    Ok(job::Entity::find()
+        .select_only()
+        .column(job::Column::Priority)
+        .column_as(job::Column::Id.count(), "count")
+        .filter(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
+        .group_by(job::Column::Priority)
+        .into_tuple()
+        .all(db)
+        .await?)
+}

@@ -1,0 +1,163 @@
+//! Domain types: job ids, statuses, the caller, and the injectable clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use easel_proto::auth::v1::Principal;
+use easel_proto::jobs::v1::JobStatus;
+
+use crate::error::{JobsError, Result};
+
+easel_runtime::typed_id!(
+    /// A job's id, `job_…`.
+    JobId,
+    "job"
+);
+
+/// The authenticated caller of a request, as the gateway passed it.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The user's id: every read and write is scoped to it.
+    pub user_id: String,
+    /// The tier's limits.
+    pub limits: easel_proto::account::v1::TierLimits,
+}
+
+impl Caller {
+    /// The caller of a request; a missing principal or user id is UNAUTHENTICATED.
+    pub fn from_principal(principal: Option<Principal>) -> Result<Caller> {
+        let principal = principal.ok_or(JobsError::Unauthenticated)?;
+        if principal.user_id.trim().is_empty() || principal.user_id.len() > 128 {
+            return Err(JobsError::Unauthenticated);
+        }
+        Ok(Caller {
+            user_id: principal.user_id,
+            limits: principal.limits.unwrap_or_default(),
+        })
+    }
+}
+
+/// Whether a status is final.
+pub fn is_terminal(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Expired
+    )
+}
+
+/// A status as stored in the database.
+pub fn status_to_db(status: JobStatus) -> i32 {
+    status as i32
+}
+
+/// A stored status back; unknown values read as UNSPECIFIED.
+pub fn status_from_db(value: i32) -> JobStatus {
+    JobStatus::try_from(value).unwrap_or(JobStatus::Unspecified)
+}
+
+/// The time source, injectable so tests can move it (the 24 h idempotency window).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that is the system clock plus an offset tests can advance.
+#[derive(Clone, Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl OffsetClock {
+    /// A clock at the system time.
+    pub fn new() -> Self {
+        OffsetClock::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// Unix milliseconds, as the tables store times.
+pub fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// A stored time back.
+pub fn from_millis(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(value).unwrap_or_default()
+}
+
+/// A time as a protobuf timestamp.
+pub fn timestamp(time: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+/// A stored time as a protobuf timestamp.
+pub fn timestamp_ms(value: i64) -> pbjson_types::Timestamp {
+    timestamp(from_millis(value))
+}
+
+/// A duration as a protobuf duration.
+pub fn proto_duration(duration: std::time::Duration) -> pbjson_types::Duration {
+    pbjson_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_clock_moves_forward() {
+        let clock = OffsetClock::new();
+        let before = clock.now();
+        clock.advance(std::time::Duration::from_secs(25 * 3600));
+        assert!(clock.now() - before >= chrono::Duration::hours(25));
+    }
+
+    #[test]
+    fn a_caller_needs_a_user() {
+        assert!(Caller::from_principal(None).is_err());
+        assert!(Caller::from_principal(Some(Principal::default())).is_err());
+        let caller = Caller::from_principal(Some(Principal {
+            user_id: "usr_1".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(caller.user_id, "usr_1");
+    }
+
+    #[test]
+    fn statuses_round_trip() {
+        for status in [JobStatus::Pending, JobStatus::Running, JobStatus::Expired] {
+            assert_eq!(status_from_db(status_to_db(status)), status);
+        }
+        assert!(is_terminal(JobStatus::Cancelled));
+        assert!(!is_terminal(JobStatus::Running));
+    }
+}

@@ -1,0 +1,356 @@
+//! One run of a job on the bridge: stream its events, store its outputs, and say how it ended.
+
+use std::time::Duration;
+
+use easel_proto::bridge::v1::{RunWorkflowRequest, run_workflow_request, run_workflow_response};
+use easel_proto::jobs::v1::{JobError, JobMetadata, JobOutput, JobSpec, Progress, job_event};
+use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
+use easel_runtime::ErrorCode;
+use sea_orm::sea_query::Expr;
+
+use super::Attempt;
+use crate::db::{self, Guard, JobColumn};
+use crate::error::JobsError;
+use crate::model::{millis, proto_duration};
+
+/// Bytes per upload message.
+const CHUNK: usize = 256 * 1024;
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every output is stored.
+    Succeeded {
+        /// The stored outputs, in order.
+        outputs: Vec<JobOutput>,
+    },
+    /// The run failed.
+    Failed {
+        /// Why.
+        error: JobError,
+        /// The backend it failed on, if known.
+        backend: String,
+    },
+    /// The job left our hands (cancelled, or its lease was lost).
+    Lost,
+}
+
+fn failure(code: ErrorCode, message: impl Into<String>, retryable: bool) -> JobError {
+    JobError {
+        code: code.as_str().to_string(),
+        message: message.into(),
+        retryable,
+        ..JobError::default()
+    }
+}
+
+/// Whether a gRPC failure of the bridge or storage is worth another attempt.
+fn retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
+
+fn from_status(status: &tonic::Status) -> JobError {
+    let error = easel_runtime::Error::from_status(status);
+    failure(
+        error.code(),
+        error.message().to_string(),
+        retryable(status.code()),
+    )
+}
+
+/// Runs the attempt on the bridge.
+pub async fn run(attempt: &mut Attempt) -> Outcome {
+    let spec: JobSpec = serde_json::from_str(&attempt.row.spec).unwrap_or_default();
+    let workflow = match spec.kind {
+        Some(easel_proto::jobs::v1::job_spec::Kind::TextToImage(t2i)) => {
+            run_workflow_request::Workflow::TextToImage(t2i)
+        }
+        Some(easel_proto::jobs::v1::job_spec::Kind::Workflow(raw)) => {
+            run_workflow_request::Workflow::Raw(raw)
+        }
+        None => {
+            return Outcome::Failed {
+                error: failure(ErrorCode::InvalidArgument, "the job has no spec", false),
+                backend: String::new(),
+            };
+        }
+    };
+    let excluded: Vec<String> =
+        serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
+    let mut request = tonic::Request::new(RunWorkflowRequest {
+        run_id: attempt.run_id(),
+        workflow: Some(workflow),
+        timeout: Some(proto_duration(attempt.settings.run_timeout)),
+        exclude_backends: excluded,
+    });
+    request.set_timeout(attempt.settings.run_timeout + Duration::from_secs(30));
+    let mut bridge = attempt.jobs.clients.bridge.clone();
+    let mut stream = match bridge.run_workflow(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            return Outcome::Failed {
+                error: from_status(&status),
+                backend: String::new(),
+            };
+        }
+    };
+    let mut backend = String::new();
+    let mut outputs = Vec::new();
+    let mut last_progress = (String::new(), u32::MAX);
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                return Outcome::Failed {
+                    error: failure(
+                        ErrorCode::Unavailable,
+                        "the bridge ended the run without a result",
+                        true,
+                    ),
+                    backend,
+                };
+            }
+            Err(status) => {
+                return Outcome::Failed {
+                    error: from_status(&status),
+                    backend,
+                };
+            }
+        };
+        match message.event {
+            Some(run_workflow_response::Event::Queued(queued)) => {
+                backend = queued.backend.clone();
+                let mut metadata: JobMetadata =
+                    serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
+                metadata.seed = queued.seed;
+                if !queued.checkpoint.is_empty() {
+                    metadata.checkpoint = queued.checkpoint.clone();
+                }
+                let changes = vec![
+                    (JobColumn::Backend, Expr::value(queued.backend)),
+                    (
+                        JobColumn::Metadata,
+                        Expr::value(serde_json::to_string(&metadata).unwrap_or_default()),
+                    ),
+                ];
+                if !attempt.change(changes, None).await {
+                    return Outcome::Lost;
+                }
+            }
+            Some(run_workflow_response::Event::Started(started)) if !started.backend.is_empty() => {
+                backend = started.backend;
+            }
+            Some(run_workflow_response::Event::Started(_)) => {}
+            Some(run_workflow_response::Event::Progress(progress)) => {
+                if (progress.node_id.clone(), progress.step) == last_progress {
+                    continue;
+                }
+                last_progress = (progress.node_id.clone(), progress.step);
+                let node_share = if progress.max_steps > 0 {
+                    f64::from(progress.step) / f64::from(progress.max_steps)
+                } else {
+                    0.0
+                };
+                let percent = if progress.node_count > 0 {
+                    ((f64::from(progress.nodes_done) + node_share) / f64::from(progress.node_count)
+                        * 100.0)
+                        .min(100.0)
+                } else {
+                    0.0
+                };
+                let progress = Progress {
+                    node_id: progress.node_id,
+                    node_class: progress.node_class,
+                    step: progress.step,
+                    max_steps: progress.max_steps,
+                    percent: percent as f32,
+                };
+                let changes = vec![(
+                    JobColumn::Progress,
+                    Expr::value(serde_json::to_string(&progress).ok()),
+                )];
+                if !attempt
+                    .change(changes, Some(job_event::Kind::Progress(progress)))
+                    .await
+                {
+                    return Outcome::Lost;
+                }
+            }
+            Some(run_workflow_response::Event::Output(image)) => {
+                match put_output(attempt, image).await {
+                    Ok(output) => outputs.push(output),
+                    Err(status) => {
+                        return Outcome::Failed {
+                            error: from_status(&status),
+                            backend,
+                        };
+                    }
+                }
+            }
+            Some(run_workflow_response::Event::Completed(_)) => {
+                return Outcome::Succeeded { outputs };
+            }
+            Some(run_workflow_response::Event::Failed(failed)) => {
+                let code = ErrorCode::from_name(&failed.code).unwrap_or(ErrorCode::Internal);
+                let backend = if failed.backend.is_empty() {
+                    backend
+                } else {
+                    failed.backend
+                };
+                return Outcome::Failed {
+                    error: JobError {
+                        code: code.as_str().to_string(),
+                        message: failed.message,
+                        retryable: failed.retryable,
+                        node_errors: failed.node_errors,
+                        exception_type: failed.exception_type,
+                    },
+                    backend,
+                };
+            }
+            None => {}
+        }
+    }
+}
+
+/// Streams one image to storage and describes it as an output.
+async fn put_output(
+    attempt: &mut Attempt,
+    image: easel_proto::bridge::v1::OutputImage,
+) -> Result<JobOutput, tonic::Status> {
+    let metadata: JobMetadata = serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
+    let mut fields = std::collections::HashMap::new();
+    fields.insert("job_id".to_string(), attempt.row.id.clone());
+    fields.insert("attempt".to_string(), attempt.number.to_string());
+    fields.insert("index".to_string(), image.index.to_string());
+    fields.insert("node_id".to_string(), image.node_id.clone());
+    fields.insert("filename".to_string(), image.filename.clone());
+    fields.insert("seed".to_string(), metadata.seed.to_string());
+    let days = u64::try_from(attempt.row.retention_days).unwrap_or_default();
+    let header = ArtifactHeader {
+        owner: attempt.row.owner.clone(),
+        job_id: attempt.row.id.clone(),
+        content_type: image.content_type.clone(),
+        metadata: fields,
+        ttl: (days > 0).then(|| proto_duration(Duration::from_secs(days * 24 * 3600))),
+    };
+    let mut messages = vec![PutArtifactRequest {
+        part: Some(put_artifact_request::Part::Header(header)),
+    }];
+    for chunk in image.data.chunks(CHUNK) {
+        messages.push(PutArtifactRequest {
+            part: Some(put_artifact_request::Part::Chunk(chunk.to_vec())),
+        });
+    }
+    let mut storage = attempt.jobs.clients.storage.clone();
+    let artifact = storage
+        .put_artifact(tokio_stream::iter(messages))
+        .await?
+        .into_inner()
+        .artifact
+        .ok_or_else(|| tonic::Status::internal("storage answered without an artifact"))?;
+    attempt.stored.push(artifact.id.clone());
+    Ok(JobOutput {
+        artifact_id: artifact.id,
+        url: String::new(),
+        url_expire_time: None,
+        content_type: artifact.content_type,
+        size_bytes: artifact.size_bytes,
+        sha256: artifact.sha256,
+        width: if artifact.width > 0 {
+            artifact.width
+        } else {
+            image.width
+        },
+        height: if artifact.height > 0 {
+            artifact.height
+        } else {
+            image.height
+        },
+        node_id: image.node_id,
+        filename: image.filename,
+    })
+}
+
+/// Removes artifacts of the job that no winning attempt owns: every artifact of the job when
+/// `only` is `None` (a new attempt after a crash), else just those ids.
+pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
+    let mut storage = attempt.jobs.clients.storage.clone();
+    let owner = attempt.row.owner.clone();
+    let ids: Vec<String> = match only {
+        Some(ids) => ids.to_vec(),
+        None => {
+            let mut ids = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let listed = storage
+                    .list_artifacts(easel_proto::storage::v1::ListArtifactsRequest {
+                        owner: owner.clone(),
+                        job_id: attempt.row.id.clone(),
+                        page_size: 1000,
+                        page_token: page_token.clone(),
+                    })
+                    .await;
+                match listed {
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        ids.extend(response.artifacts.into_iter().map(|a| a.id));
+                        if response.next_page_token.is_empty() {
+                            break;
+                        }
+                        page_token = response.next_page_token;
+                    }
+                    Err(status) => {
+                        tracing::warn!(job_id = %attempt.row.id, code = ?status.code(), "listing earlier outputs failed");
+                        break;
+                    }
+                }
+            }
+            ids
+        }
+    };
+    for id in ids {
+        let deleted = storage
+            .delete_artifact(easel_proto::storage::v1::DeleteArtifactRequest {
+                owner: owner.clone(),
+                artifact_id: id.clone(),
+            })
+            .await;
+        if let Err(status) = deleted
+            && status.code() != tonic::Code::NotFound
+        {
+            tracing::warn!(job_id = %attempt.row.id, artifact_id = %id, code = ?status.code(), "deleting a stale output failed");
+        }
+    }
+}
+
+/// The guard of this attempt's writes.
+pub fn held(attempt: &Attempt) -> Guard {
+    Guard::held(&attempt.consumer, attempt.number)
+}
+
+/// Extends the attempt's lease; false when the job is no longer ours.
+pub async fn renew_lease(attempt: &Attempt) -> Result<bool, JobsError> {
+    let now = millis(attempt.jobs.clock.now());
+    let until =
+        now + i64::try_from(attempt.settings.visibility_timeout.as_millis()).unwrap_or(60_000);
+    let renewed = db::transition(
+        &attempt.jobs.db,
+        &attempt.row.id,
+        &held(attempt),
+        vec![(JobColumn::LeaseExpiresMs, Expr::value(until))],
+        None,
+        now,
+    )
+    .await?;
+    Ok(renewed.is_some())
+}

@@ -1,0 +1,506 @@
+//! The API: tenant scoping, tier limits, bad input on every RPC, listing, cancellation.
+
+use easel_jobs::db::{self, Guard, JobColumn};
+use easel_jobs::model::{Clock, millis, status_to_db};
+use easel_proto::account::v1::TierLimits;
+use easel_proto::auth::v1::Principal;
+use easel_proto::jobs::internal::v1 as internal;
+use easel_proto::jobs::v1::{self, JobStatus, TextToImage};
+use easel_runtime::error::Error;
+use sea_orm::sea_query::Expr;
+
+use crate::support::{Harness, caller, submit, t2i};
+
+fn get(user: &str, job_id: &str) -> internal::GetJobRequest {
+    internal::GetJobRequest {
+        caller: Some(caller(user)),
+        request: Some(v1::GetJobRequest {
+            job_id: job_id.into(),
+        }),
+    }
+}
+
+fn cancel(user: &str, job_id: &str) -> internal::CancelJobRequest {
+    internal::CancelJobRequest {
+        caller: Some(caller(user)),
+        request: Some(v1::CancelJobRequest {
+            job_id: job_id.into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_submitted_job_is_pending_with_a_position_and_resolved_parameters() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let first = client
+        .submit_job(submit("usr_a", t2i("one")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let second = client
+        .submit_job(submit("usr_a", t2i("two")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(first.status, JobStatus::Pending as i32);
+    assert_eq!((first.queue_position, second.queue_position), (1, 2));
+    assert_eq!(first.seq, 1);
+    let metadata = second.metadata.unwrap();
+    assert_ne!(metadata.seed, 0, "a seed was picked and recorded");
+    let resolved = metadata.resolved.unwrap();
+    assert_eq!(
+        (resolved.width, resolved.steps, resolved.batch_size),
+        (512, 4, 1)
+    );
+    assert_eq!(resolved.seed, Some(metadata.seed));
+    let fetched = client
+        .get_job(get("usr_a", &first.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(fetched.id, first.id);
+}
+
+#[tokio::test]
+async fn another_owners_job_is_not_found_everywhere() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let job = client
+        .submit_job(submit("usr_a", t2i("mine")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let status = client.get_job(get("usr_b", &job.id)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = client
+        .cancel_job(cancel("usr_b", &job.id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let status = client
+        .watch_job(internal::WatchJobRequest {
+            caller: Some(caller("usr_b")),
+            request: Some(v1::WatchJobRequest {
+                job_id: job.id.clone(),
+                after_seq: 0,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let listed = client
+        .list_jobs(internal::ListJobsRequest {
+            caller: Some(caller("usr_b")),
+            request: Some(v1::ListJobsRequest::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.jobs.is_empty());
+    // Still there for its owner.
+    assert_eq!(
+        client
+            .get_job(get("usr_a", &job.id))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap()
+            .status,
+        JobStatus::Pending as i32
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_on_every_rpc() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    // No caller: unauthenticated, everywhere.
+    let status = client
+        .submit_job(internal::SubmitJobRequest {
+            caller: None,
+            request: Some(t2i("x")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .get_job(internal::GetJobRequest {
+            caller: Some(Principal::default()),
+            request: Some(v1::GetJobRequest::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .list_jobs(internal::ListJobsRequest {
+            caller: None,
+            request: Some(Default::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .cancel_job(internal::CancelJobRequest {
+            caller: None,
+            request: Some(Default::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    let status = client
+        .watch_job(internal::WatchJobRequest {
+            caller: None,
+            request: Some(Default::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+
+    // Malformed ids.
+    for id in [
+        "",
+        "job_../../etc",
+        "art_0190c0de0000700080000000000000aa",
+        "job_XYZ",
+    ] {
+        let status = client.get_job(get("usr_a", id)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{id}");
+        assert_eq!(
+            Error::from_status(&status).field_violations()[0].field,
+            "job_id"
+        );
+        let status = client.cancel_job(cancel("usr_a", id)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+    // Well-formed but unknown.
+    let status = client
+        .get_job(get("usr_a", "job_0190c0de0000700080000000000000aa"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    // Submit: field violations name the field.
+    let mut bad = t2i("x");
+    if let Some(v1::JobSpec {
+        kind: Some(v1::job_spec::Kind::TextToImage(t)),
+    }) = bad.spec.as_mut()
+    {
+        t.width = 513;
+    }
+    let status = client.submit_job(submit("usr_a", bad)).await.unwrap_err();
+    assert_eq!(
+        Error::from_status(&status).field_violations()[0].field,
+        "spec.text_to_image.width"
+    );
+    let status = client
+        .submit_job(submit("usr_a", v1::SubmitJobRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        Error::from_status(&status).field_violations()[0].field,
+        "spec"
+    );
+    let status = client
+        .submit_job(internal::SubmitJobRequest {
+            caller: Some(caller("usr_a")),
+            request: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let mut negative = t2i("x");
+    negative.start_timeout = Some(pbjson_types_duration(-1));
+    let status = client
+        .submit_job(submit("usr_a", negative))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        Error::from_status(&status).field_violations()[0].field,
+        "start_timeout"
+    );
+
+    // List: page size, statuses, tokens.
+    for request in [
+        v1::ListJobsRequest {
+            page_size: 101,
+            ..Default::default()
+        },
+        v1::ListJobsRequest {
+            statuses: vec![99],
+            ..Default::default()
+        },
+        v1::ListJobsRequest {
+            statuses: vec![0],
+            ..Default::default()
+        },
+        v1::ListJobsRequest {
+            page_token: "not a token!".into(),
+            ..Default::default()
+        },
+    ] {
+        let status = client
+            .list_jobs(internal::ListJobsRequest {
+                caller: Some(caller("usr_a")),
+                request: Some(request),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    // Watch: beyond the last event.
+    let job = client
+        .submit_job(submit("usr_a", t2i("w")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let status = client
+        .watch_job(internal::WatchJobRequest {
+            caller: Some(caller("usr_a")),
+            request: Some(v1::WatchJobRequest {
+                job_id: job.id,
+                after_seq: 99,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+fn pbjson_types_duration(seconds: i64) -> pbjson_types::Duration {
+    pbjson_types::Duration { seconds, nanos: 0 }
+}
+
+#[tokio::test]
+async fn tier_limits_and_quotas_name_the_limit() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let tight = Principal {
+        user_id: "usr_small".into(),
+        limits: Some(TierLimits {
+            max_pixels: 512 * 512,
+            max_steps: 10,
+            max_batch_size: 1,
+            concurrent_jobs: 2,
+            jobs_per_day: 3,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let with = |t: TextToImage| internal::SubmitJobRequest {
+        caller: Some(tight.clone()),
+        request: Some(v1::SubmitJobRequest {
+            spec: Some(v1::JobSpec {
+                kind: Some(v1::job_spec::Kind::TextToImage(t)),
+            }),
+            ..Default::default()
+        }),
+    };
+    let base = TextToImage {
+        prompt: "p".into(),
+        width: 512,
+        height: 512,
+        steps: 4,
+        ..Default::default()
+    };
+    for (t, limit) in [
+        (
+            TextToImage {
+                width: 1024,
+                ..base.clone()
+            },
+            "max_pixels",
+        ),
+        (
+            TextToImage {
+                steps: 11,
+                ..base.clone()
+            },
+            "max_steps",
+        ),
+        (
+            TextToImage {
+                batch_size: 2,
+                ..base.clone()
+            },
+            "max_batch_size",
+        ),
+    ] {
+        let status = client.submit_job(with(t)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            Error::from_status(&status)
+                .metadata()
+                .get("limit")
+                .map(String::as_str),
+            Some(limit)
+        );
+    }
+    client.submit_job(with(base.clone())).await.unwrap();
+    let second = client
+        .submit_job(with(base.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let status = client.submit_job(with(base.clone())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        Error::from_status(&status)
+            .metadata()
+            .get("limit")
+            .map(String::as_str),
+        Some("concurrent_jobs")
+    );
+    // Cancelling frees a concurrent slot; the day's quota (3) then runs out.
+    client
+        .cancel_job(internal::CancelJobRequest {
+            caller: Some(tight.clone()),
+            request: Some(v1::CancelJobRequest { job_id: second.id }),
+        })
+        .await
+        .unwrap();
+    client.submit_job(with(base.clone())).await.unwrap();
+    let status = client.submit_job(with(base)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_and_filters_by_status() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let mut ids = Vec::new();
+    for index in 0..5 {
+        ids.push(
+            client
+                .submit_job(submit("usr_a", t2i(&format!("n{index}"))))
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap()
+                .id,
+        );
+    }
+    client.cancel_job(cancel("usr_a", &ids[0])).await.unwrap();
+    let list = |token: String, statuses: Vec<i32>| internal::ListJobsRequest {
+        caller: Some(caller("usr_a")),
+        request: Some(v1::ListJobsRequest {
+            page_size: 2,
+            page_token: token,
+            statuses,
+        }),
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(list(token, vec![]))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.jobs.into_iter().map(|job| job.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let cancelled = client
+        .list_jobs(list(String::new(), vec![JobStatus::Cancelled as i32]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.jobs.len(), 1);
+}
+
+#[tokio::test]
+async fn cancelling_pending_running_and_finished_jobs() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    // Pending: cancelled, and never started even though its entry is still queued.
+    let pending = client
+        .submit_job(submit("usr_a", t2i("p")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let cancelled = client
+        .cancel_job(cancel("usr_a", &pending.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled as i32);
+    assert!(cancelled.start_time.is_none());
+    // Finished: FAILED_PRECONDITION.
+    let status = client
+        .cancel_job(cancel("usr_a", &pending.id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+
+    // Running (as a worker holds it): cancelled; the worker's guard then fails.
+    let running = client
+        .submit_job(submit("usr_a", t2i("r")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let now = millis(harness.clock.now());
+    db::transition(
+        &harness.jobs.db,
+        &running.id,
+        &Guard::from(&[JobStatus::Pending]),
+        vec![
+            (
+                JobColumn::Status,
+                Expr::value(status_to_db(JobStatus::Running)),
+            ),
+            (JobColumn::Attempts, Expr::value(1)),
+            (JobColumn::LeaseOwner, Expr::value("worker-test")),
+            (JobColumn::LeaseExpiresMs, Expr::value(now + 60_000)),
+        ],
+        None,
+        now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let cancelled = client
+        .cancel_job(cancel("usr_a", &running.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled as i32);
+    let held = db::transition(
+        &harness.jobs.db,
+        &running.id,
+        &Guard::held("worker-test", 1),
+        vec![],
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(held.is_none(), "the worker lost the job");
+}
