@@ -2,6 +2,7 @@
 //! alive) and `/readyz` (its dependencies answer), plus any routes the service adds (JWKS,
 //! signed downloads).
 
+use axum::serve::ListenerExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, "admin server listening");
+    // Downloads and probes answer at once rather than behind Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(readiness, extra))
         .with_graceful_shutdown(shutdown.triggered())
         .await

@@ -180,6 +180,10 @@ pub mod reason {
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The server sheds load (HTTP 503).
     pub const OVERLOADED: &str = "OVERLOADED";
+    /// A request exceeds a limit of the caller's tier (resolution, steps, batch size).
+    pub const TIER_LIMIT_EXCEEDED: &str = "TIER_LIMIT_EXCEEDED";
+    /// A quota of the caller (jobs per day, concurrent jobs) is used up.
+    pub const QUOTA_EXHAUSTED: &str = "QUOTA_EXHAUSTED";
 }
 
 /// One invalid field of a request, sent as a `google.rpc.BadRequest.FieldViolation`.

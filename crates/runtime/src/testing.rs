@@ -293,6 +293,8 @@ pub struct ServiceProcess {
     /// Its admin address.
     pub admin: SocketAddr,
     output: Arc<Mutex<Vec<String>>>,
+    /// Reads stdout to its end; finished once the process and its children closed it.
+    collector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ServiceProcess {
@@ -351,10 +353,10 @@ impl ServiceProcess {
             );
         };
 
-        let collector = output.clone();
-        tokio::spawn(async move {
+        let seen = output.clone();
+        let collector = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(mut seen) = collector.lock() {
+                if let Ok(mut seen) = seen.lock() {
                     seen.push(line);
                 }
             }
@@ -364,6 +366,7 @@ impl ServiceProcess {
             grpc,
             admin,
             output,
+            collector: Some(collector),
         }
     }
 
@@ -402,11 +405,19 @@ impl ServiceProcess {
     }
 
     /// Waits for the process to exit, up to `deadline`; `None` if it is still running.
+    ///
+    /// After the exit it also waits (within the same deadline) until everything the process
+    /// wrote is read, so [`ServiceProcess::output`] holds its last lines.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(deadline, self.child.wait())
+        let until = tokio::time::Instant::now() + deadline;
+        let status = tokio::time::timeout_at(until, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        if let Some(collector) = self.collector.take() {
+            let _ = tokio::time::timeout_at(until, collector).await;
+        }
+        Some(status)
     }
 }
 
@@ -458,19 +469,29 @@ pub async fn check_service_process(
     }
 
     let http = reqwest::Client::new();
-    let metrics = http
-        .get(format!("{}/metrics", process.admin_url()))
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("GET /metrics failed: {error}"));
-    assert_eq!(metrics.status(), 200);
-    let body = metrics.text().await.unwrap_or_default();
-    assert!(
-        body.contains("grpc_server_requests_total")
+    // A call is counted once its response has been sent, which can be a moment after the
+    // client read it: look again until the series shows up or the deadline passes.
+    let metrics_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", process.admin_url()))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET /metrics failed: {error}"));
+        assert_eq!(metrics.status(), 200);
+        let body = metrics.text().await.unwrap_or_default();
+        if body.contains("grpc_server_requests_total")
             && body.contains("method=\"Check\"")
-            && body.contains("code=\"Ok\""),
-        "the health checks are not in /metrics:\n{body}"
-    );
+            && body.contains("code=\"Ok\"")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < metrics_deadline,
+            "the health checks are not in /metrics:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for path in ["/healthz", "/readyz"] {
         let response = http
             .get(format!("{}{path}", process.admin_url()))
@@ -530,6 +551,85 @@ async fn reflection_services(channel: tonic::transport::Channel) -> Vec<String> 
             .map(|service| service.name)
             .collect(),
         other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+/// A real S3-compatible server for tests: `s3s-fs` as a child process on a free port over a
+/// temporary directory, killed on drop. `EASEL_TEST_S3S_FS` names the binary; otherwise the
+/// one `scripts/setup.sh` installs, then `s3s-fs` on the `PATH`.
+#[derive(Debug)]
+pub struct S3Server {
+    child: tokio::process::Child,
+    /// Its URL, e.g. `http://127.0.0.1:41234`.
+    pub endpoint: String,
+    /// The directory it keeps objects in.
+    pub root: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// The access key id the server accepts.
+    pub const ACCESS_KEY: &'static str = "easel-test-access";
+    /// The secret access key the server accepts.
+    pub const SECRET_KEY: &'static str = "easel-test-secret-key-0123456789";
+
+    fn binary() -> std::path::PathBuf {
+        if let Ok(path) = std::env::var("EASEL_TEST_S3S_FS") {
+            return path.into();
+        }
+        if let Ok(home) = std::env::var("HOME") {
+            let path = std::path::Path::new(&home).join(".cache/easel-tools/bin/s3s-fs");
+            if path.exists() {
+                return path;
+            }
+        }
+        "s3s-fs".into()
+    }
+
+    /// Starts a server and waits, up to 20 s, until it accepts connections.
+    pub async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"));
+        // A free port: bind, read it, release it for s3s-fs.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap_or_else(|error| panic!("no free port: {error}"))
+            .port();
+        let binary = Self::binary();
+        let child = tokio::process::Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::ACCESS_KEY])
+            .args(["--secret-key", Self::SECRET_KEY])
+            .arg(root.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start {} (run scripts/setup.sh or set EASEL_TEST_S3S_FS): {error}",
+                    binary.display()
+                )
+            });
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "s3s-fs did not answer on {address}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        S3Server {
+            child,
+            endpoint: format!("http://{address}"),
+            root,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
     }
 }
 

@@ -4,6 +4,7 @@
 
 use axum::error_handling::HandleErrorLayer;
 use axum::response::IntoResponse;
+use axum::serve::ListenerExt;
 use std::convert::Infallible;
 use tokio::net::TcpListener;
 use tonic::body::Body;
@@ -45,6 +46,9 @@ impl std::fmt::Debug for GrpcServer {
 impl GrpcServer {
     /// A server for the named service (the `service` label of its metrics and spans).
     pub fn new(service_label: &str, config: &ServerConfig) -> Self {
+        // The recorder must exist before the first call is served, or that call's series is
+        // recorded into nothing (a connection task can run before the admin server starts).
+        let _ = crate::metrics::handle();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -146,6 +150,13 @@ pub async fn serve_router(
     };
     let local = listener.local_addr().ok();
     tracing::info!(address = ?local, "grpc server listening");
+    // Small gRPC frames must not wait on Nagle's algorithm: without TCP_NODELAY a unary call
+    // can sit ~40 ms behind the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(drain_signal)
         .await

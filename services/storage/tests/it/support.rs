@@ -13,12 +13,10 @@ use easel_proto::storage::v1::{
 use easel_runtime::Shutdown;
 use easel_runtime::config::{ServerConfig, TelemetryConfig};
 use easel_runtime::service::Listeners;
-use easel_runtime::testing::TestDatabase;
+use easel_runtime::testing::{S3Server, TestDatabase};
 use easel_storage::{BackendConfig, Config, S3Config, StorageConfig};
 use tonic::transport::Channel;
 
-pub const ACCESS_KEY: &str = "easel-test-access";
-pub const SECRET_KEY: &str = "easel-test-secret-key-0123456789";
 pub const BUCKET: &str = "easel-artifacts";
 
 /// Which store a harness uses.
@@ -28,84 +26,15 @@ pub enum Kind {
     S3,
 }
 
-/// `s3s-fs` as a child process on a free port over a temporary directory; killed on drop.
-pub struct S3Server {
-    child: tokio::process::Child,
-    pub endpoint: String,
-    pub root: tempfile::TempDir,
-}
-
-fn s3s_fs_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("EASEL_TEST_S3S_FS") {
-        return PathBuf::from(path);
-    }
-    if let Ok(home) = std::env::var("HOME") {
-        let path = Path::new(&home).join(".cache/easel-tools/bin/s3s-fs");
-        if path.exists() {
-            return path;
-        }
-    }
-    PathBuf::from("s3s-fs")
-}
-
-impl S3Server {
-    pub async fn start() -> S3Server {
-        let root = tempfile::tempdir().expect("temp dir");
-        // A free port: bind, read it, release it for s3s-fs.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let binary = s3s_fs_binary();
-        let child = tokio::process::Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start {} (install s3s-fs 0.14.1 or set EASEL_TEST_S3S_FS): {error}",
-                    binary.display()
-                )
-            });
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if tokio::net::TcpStream::connect(address).await.is_ok() {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "s3s-fs did not answer on {address}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        S3Server {
-            child,
-            endpoint: format!("http://{address}"),
-            root,
-        }
-    }
-
-    pub fn config(&self) -> S3Config {
-        S3Config {
-            bucket: BUCKET.to_string(),
-            endpoint: Some(self.endpoint.clone()),
-            region: "us-east-1".to_string(),
-            access_key_id: Some(ACCESS_KEY.to_string()),
-            secret_access_key: Some(SECRET_KEY.to_string()),
-            path_style: true,
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+/// The tests' S3 server with the bucket settings the harness uses.
+pub fn s3_config(server: &S3Server) -> S3Config {
+    S3Config {
+        bucket: BUCKET.to_string(),
+        endpoint: Some(server.endpoint.clone()),
+        region: "us-east-1".to_string(),
+        access_key_id: Some(S3Server::ACCESS_KEY.to_string()),
+        secret_access_key: Some(S3Server::SECRET_KEY.to_string()),
+        path_style: true,
     }
 }
 
@@ -149,7 +78,7 @@ impl Harness {
             }
             Kind::S3 => {
                 let server = S3Server::start().await;
-                (BackendConfig::S3(server.config()), None, Some(server))
+                (BackendConfig::S3(s3_config(&server)), None, Some(server))
             }
         };
         let mut storage = StorageConfig::new(backend, database_url);
