@@ -3,13 +3,15 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits don't rebuild them.
+# The whole workspace (every member must be present for cargo to load it); the registry and
+# target caches keep rebuilds incremental.
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
 COPY crates crates
 COPY services services
 COPY tools tools
 COPY bench bench
 COPY cli cli
+COPY tests tests
 COPY proto proto
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

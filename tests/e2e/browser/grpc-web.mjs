@@ -4,7 +4,10 @@
 //
 // Usage: node grpc-web.mjs <page-origin-url> <gateway-url> <grpc-path> <request-base64> <api-key>
 // Prints one JSON line: {"status", "headers", "bodyBase64"} or {"error"}.
-import { chromium } from 'playwright-core';
+// require() (unlike import) honours NODE_PATH, where scripts/setup.sh installs playwright-core.
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
 
 const [pageUrl, gatewayUrl, path, requestBase64, apiKey] = process.argv.slice(2);
 
