@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr, TransactionTrait,
+};
 
 use crate::error::{Error, ErrorCode};
 
@@ -58,6 +60,50 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
         }
     }
     Ok(connection)
+}
+
+/// Connects and brings the schema up to date with `M`'s migrations. For SQLite the file's
+/// directory is created first. On PostgreSQL the migrations run under a transaction-scoped
+/// advisory lock named after `lock_name`, so replicas starting together migrate one at a time
+/// (the others then find the work done) instead of racing on the same DDL.
+pub async fn connect_and_migrate<M: sea_orm_migration::MigratorTrait>(
+    config: &DatabaseConfig,
+    lock_name: &str,
+) -> Result<DatabaseConnection, DbErr> {
+    if let Some(path) = config.url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or_default();
+        if let Some(dir) = std::path::Path::new(file).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|error| {
+                DbErr::Custom(format!("cannot create {}: {error}", dir.display()))
+            })?;
+        }
+    }
+    let connection = connect(config).await?;
+    if config.is_sqlite() {
+        // One writer at a time is SQLite's own rule; nothing to coordinate.
+        M::up(&connection, None).await?;
+        return Ok(connection);
+    }
+    let lock = connection.begin().await?;
+    lock.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({})",
+        advisory_lock_key(lock_name)
+    ))
+    .await?;
+    let migrated = M::up(&connection, None).await;
+    lock.commit().await?;
+    migrated?;
+    Ok(connection)
+}
+
+/// A stable 63-bit key for `name` (FNV-1a), for PostgreSQL advisory locks.
+fn advisory_lock_key(name: &str) -> i64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    i64::try_from(hash >> 1).unwrap_or(i64::MAX)
 }
 
 /// Maps a database error to the vocabulary: unique violations are ALREADY_EXISTS, pool and

@@ -6,7 +6,6 @@ pub mod entity;
 pub mod migration;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,26 +15,18 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use sea_orm_migration::MigratorTrait;
 
 use self::entity::{Column, Entity, Model};
 use crate::error::{Result, StorageError};
 use crate::model::{ArtifactId, ArtifactRecord, Owner};
 
-/// Connects and brings the schema up to date. For SQLite, the file's directory is created.
+/// Connects and brings the schema up to date (see [`easel_runtime::db::connect_and_migrate`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or_default();
-        if let Some(dir) = Path::new(file).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|error| {
-                StorageError::Internal(format!("cannot create {}: {error}", dir.display()))
-            })?;
-        }
-    }
-    let connection = easel_runtime::db::connect(&DatabaseConfig::new(url)).await?;
-    migration::Migrator::up(&connection, None).await?;
+    let connection = easel_runtime::db::connect_and_migrate::<migration::Migrator>(
+        &DatabaseConfig::new(url),
+        "storage",
+    )
+    .await?;
     Ok(connection)
 }
 
