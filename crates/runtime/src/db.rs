@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorCode};
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://path?mode=rwc`.
     pub url: String,
-    /// Pool size (SQLite is always 1 writer; readers share the pool).
+    /// Pool size on PostgreSQL (SQLite always uses one connection).
     pub max_connections: u32,
     /// How long to wait for a pooled connection before answering UNAVAILABLE.
     pub acquire_timeout: Duration,
@@ -41,24 +41,30 @@ impl DatabaseConfig {
 /// services can share one file-backed database safely.
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(config.url.clone());
+    // SQLite allows one writer; a pool of several connections turns concurrent transactions
+    // that read then write into immediate "database is locked" errors (a deferred transaction
+    // cannot wait to upgrade its lock). One connection serializes them instead.
+    let max_connections = if config.is_sqlite() {
+        1
+    } else {
+        config.max_connections
+    };
     options
-        .max_connections(config.max_connections)
+        .max_connections(max_connections)
         .min_connections(1)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(config.acquire_timeout)
         // Statements are traced by our own spans; sqlx's per-statement logs would leak values.
-        .sqlx_logging(false);
+        .sqlx_logging(false)
+        // Every connection the pool opens gets these, not just the first.
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true)
+        });
     let connection = Database::connect(options).await?;
-    if config.is_sqlite() {
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA busy_timeout = 5000",
-            "PRAGMA foreign_keys = ON",
-        ] {
-            connection.execute_unprepared(pragma).await?;
-        }
-    }
     Ok(connection)
 }
 
