@@ -183,6 +183,29 @@ pub fn failed(code: &str, message: impl Into<String>, retryable: bool, backend: 
     }
 }
 
+/// The `failed` event of a graph ComfyUI refused: INVALID_ARGUMENT, not retryable, with
+/// ComfyUI's per-node validation errors.
+pub fn rejected(rejection: &crate::comfy::protocol::PromptRejection) -> Failed {
+    Failed {
+        code: "INVALID_ARGUMENT".to_string(),
+        message: crate::error::rejection_message(rejection),
+        retryable: false,
+        node_errors: rejection
+            .node_errors
+            .iter()
+            .map(|error| easel_proto::jobs::v1::NodeError {
+                node_id: error.node_id.clone(),
+                class_type: error.class_type.clone(),
+                r#type: error.kind.clone(),
+                message: error.message.clone(),
+                details: error.details.clone(),
+                input_name: error.input_name.clone(),
+            })
+            .collect(),
+        ..Failed::default()
+    }
+}
+
 /// Best effort: take a prompt off a backend (delete if pending, interrupt if running).
 /// Delete first: a prompt that starts running between the two calls is then interrupted.
 pub async fn stop_on_backend(backend: &Backend, prompt_id: &str) -> Result<(), ComfyError> {
@@ -208,6 +231,14 @@ pub async fn drive(
     let (slot, subscription, accepted) =
         match submit(&config, &pool, &control, &request, deadline, &events).await {
             Ok(submitted) => submitted,
+            // ComfyUI judged the graph: that is the run's outcome, told as a `failed` event
+            // with each node's error, so callers keep the structure (not just a message).
+            Err(BridgeError::Rejected(rejection)) => {
+                let _ = events
+                    .send(Ok(event(Event::Failed(rejected(&rejection)))))
+                    .await;
+                return;
+            }
             Err(error) => {
                 let status = easel_runtime::Error::from(error).into_status();
                 let _ = events.send(Err(status)).await;

@@ -10,7 +10,7 @@ use easel_proto::jobs::v1::{InputOverride, Workflow as RawWorkflow};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{fast_config, next, run, start, text};
+use crate::support::{failed, fast_config, next, run, start, text};
 
 fn raw(
     run_id: &str,
@@ -67,7 +67,7 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
-async fn a_graph_comfyui_rejects_is_invalid_argument_with_node_details() {
+async fn a_graph_comfyui_rejects_fails_the_run_with_each_nodes_error() {
     let sim = easel_comfy_sim::spawn(SimConfig::default())
         .await
         .expect("sim");
@@ -77,38 +77,38 @@ async fn a_graph_comfyui_rejects_is_invalid_argument_with_node_details() {
         template_graph(),
         vec![set("3", "steps", serde_json::json!(0))],
     );
-    let status = run(&mut bridge.client, request)
-        .await
-        .expect_err("rejected");
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let events = run(&mut bridge.client, request).await.expect("a stream");
+    let rejected = failed(&events);
+    assert_eq!(rejected.code, "INVALID_ARGUMENT", "{rejected:?}");
+    assert!(!rejected.retryable, "the graph's fault: not retried");
     assert!(
-        status
-            .message()
+        rejected
+            .message
             .contains("node 3 (KSampler).steps: Value 0 smaller than min of 1"),
         "{}",
-        status.message()
+        rejected.message
     );
-    assert_eq!(
-        violations(&status),
-        [(
-            "node 3 (KSampler).steps".to_string(),
-            "Value 0 smaller than min of 1".to_string()
-        )]
-    );
-    // An unknown class is a graph-level error.
+    let node_error = rejected.node_errors.first().cloned().unwrap_or_default();
+    assert_eq!(rejected.node_errors.len(), 1, "{rejected:?}");
+    assert_eq!(node_error.node_id, "3");
+    assert_eq!(node_error.class_type, "KSampler");
+    assert_eq!(node_error.input_name, "steps");
+    assert_eq!(node_error.r#type, "value_smaller_than_min");
+    assert_eq!(node_error.message, "Value 0 smaller than min of 1");
+    // An unknown class is a graph-level error: no node to name.
     let request = raw(
         "rejected-2",
         serde_json::json!({"1": {"class_type": "NoSuchNode", "inputs": {}}}),
         vec![],
     );
-    let status = run(&mut bridge.client, request)
-        .await
-        .expect_err("rejected");
-    assert_eq!(status.code(), Code::InvalidArgument);
+    let events = run(&mut bridge.client, request).await.expect("a stream");
+    let rejected = failed(&events);
+    assert_eq!(rejected.code, "INVALID_ARGUMENT");
+    assert!(rejected.node_errors.is_empty());
     assert!(
-        status.message().contains("NoSuchNode"),
+        rejected.message.contains("NoSuchNode"),
         "{}",
-        status.message()
+        rejected.message
     );
     // The run id is free again after a rejection.
     let events = run(
