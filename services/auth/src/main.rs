@@ -1,10 +1,6 @@
-//! The `easel-auth` binary: configuration from the environment, then [`easel_auth::run`].
+//! The `easel-auth` binary: serve (the default), `bootstrap` or `rotate-keys`; see
+//! [`easel_auth::cli`].
 
 fn main() -> std::process::ExitCode {
-    easel_runtime::service::main(
-        easel_auth::SERVICE_NAME,
-        easel_auth::Config::from_env,
-        |config| (config.telemetry.clone(), config.server.clone()),
-        easel_auth::run,
-    )
+    easel_auth::cli::main()
 }

@@ -1,0 +1,176 @@
+//! Domain types: ids, the injectable clock, scopes, and time conversions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use easel_proto::account::v1::{Role, Tier};
+
+easel_runtime::typed_id!(
+    /// A user's id, `usr_…`.
+    UserId,
+    "usr"
+);
+
+easel_runtime::typed_id!(
+    /// An API key's id, `key_…`.
+    KeyId,
+    "key"
+);
+
+/// What a credential may do. Keys carry a subset of their owner's; tokens carry their key's
+/// (or, from Login, all of the user's).
+pub mod scope {
+    /// Read jobs and their outputs.
+    pub const JOBS_READ: &str = "jobs:read";
+    /// Submit and cancel jobs.
+    pub const JOBS_WRITE: &str = "jobs:write";
+    /// List API keys.
+    pub const KEYS_READ: &str = "keys:read";
+    /// Create and revoke API keys, exchange a key for a token.
+    pub const KEYS_WRITE: &str = "keys:write";
+    /// Read usage and limits.
+    pub const USAGE_READ: &str = "usage:read";
+    /// Administer users (admins only).
+    pub const ADMIN: &str = "admin";
+
+    /// Every scope a user with the user role has.
+    pub const USER: [&str; 5] = [JOBS_READ, JOBS_WRITE, KEYS_READ, KEYS_WRITE, USAGE_READ];
+
+    /// Every scope there is.
+    pub const ALL: [&str; 6] = [
+        JOBS_READ, JOBS_WRITE, KEYS_READ, KEYS_WRITE, USAGE_READ, ADMIN,
+    ];
+
+    /// The scopes a role grants.
+    pub fn for_role(role: easel_proto::account::v1::Role) -> Vec<String> {
+        let scopes: &[&str] = if role == easel_proto::account::v1::Role::Admin {
+            &ALL
+        } else {
+            &USER
+        };
+        scopes.iter().map(|scope| scope.to_string()).collect()
+    }
+}
+
+/// The time source, injectable so tests can move it (key expiry, token expiry, rotation).
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told (tests).
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    millis: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock at the current time.
+    pub fn new() -> Self {
+        ManualClock {
+            millis: Arc::new(AtomicI64::new(Utc::now().timestamp_millis())),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.millis.fetch_add(by, Ordering::SeqCst);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        from_millis(self.millis.load(Ordering::SeqCst))
+    }
+}
+
+/// A time as stored: Unix milliseconds.
+pub fn millis(time: DateTime<Utc>) -> i64 {
+    time.timestamp_millis()
+}
+
+/// A stored time back.
+pub fn from_millis(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(value).unwrap_or_default()
+}
+
+/// A duration in milliseconds, saturating.
+pub fn duration_millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A time as a protobuf timestamp.
+pub fn timestamp(time: DateTime<Utc>) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+/// A stored time as a protobuf timestamp.
+pub fn timestamp_ms(value: i64) -> pbjson_types::Timestamp {
+    timestamp(from_millis(value))
+}
+
+/// A tier as stored; unknown stored values read as free.
+pub fn tier_from_db(value: i32) -> Tier {
+    match Tier::try_from(value) {
+        Ok(Tier::Unspecified) | Err(_) => Tier::Free,
+        Ok(tier) => tier,
+    }
+}
+
+/// A role as stored; unknown stored values read as user (never admin by accident).
+pub fn role_from_db(value: i32) -> Role {
+    match Role::try_from(value) {
+        Ok(Role::Admin) => Role::Admin,
+        _ => Role::User,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_grant_their_scopes() {
+        assert!(!scope::for_role(Role::User).contains(&scope::ADMIN.to_string()));
+        assert!(scope::for_role(Role::Admin).contains(&scope::ADMIN.to_string()));
+        assert_eq!(scope::for_role(Role::Unspecified).len(), scope::USER.len());
+    }
+
+    #[test]
+    fn stored_enums_fall_back_safely() {
+        assert_eq!(tier_from_db(99), Tier::Free);
+        assert_eq!(tier_from_db(Tier::Pro as i32), Tier::Pro);
+        assert_eq!(role_from_db(99), Role::User);
+        assert_eq!(role_from_db(Role::Admin as i32), Role::Admin);
+    }
+
+    #[test]
+    fn the_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new();
+        let before = clock.now();
+        clock.advance(std::time::Duration::from_secs(60));
+        assert_eq!((clock.now() - before).num_seconds(), 60);
+        assert_eq!(from_millis(millis(before)), before);
+    }
+}
