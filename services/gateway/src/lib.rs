@@ -1,82 +1,129 @@
-//! `easel-gateway`: the public edge of easel: gRPC, gRPC-web and REST/JSON on one port, with authentication, rate limits and the error envelope.
+//! `easel-gateway`: the public edge of easel. One port serves gRPC (tonic), gRPC-web
+//! (tonic-web, HTTP/1.1 and h2) and REST/JSON (axum, the proto3 JSON mapping of the same
+//! messages), with WebSocket and Server-Sent Events job streams.
+//!
+//! - [`config`]: `EASEL_*` settings;
+//! - [`door`]: the one tower stack every request passes (request id, trace, metrics, CORS,
+//!   deadline, load shedding, authentication and rate limits);
+//! - [`api`]: the operations behind both protocols, so REST and gRPC answer the same data;
+//! - [`grpc`]: the public gRPC services; [`rest`]: the REST routes, WebSocket and SSE;
+//! - [`openapi`]: `/openapi.json`, generated from the protos' descriptors and the route table;
+//! - [`upstream`]: the clients of auth, jobs and comfy-bridge;
+//! - [`context`]: what the door learned about a request, carried to the upstream calls.
 //!
 //! A library with one entry point, [`run`], so tests start the real service in-process on
 //! port 0 and `main.rs` stays a page.
 
-use std::net::SocketAddr;
+// Handlers and helpers fail with the runtime's vocabulary `Error` (160 bytes, with its
+// details); errors are the cold path, and boxing the shared type at every signature would only
+// add noise.
+#![allow(clippy::result_large_err)]
 
-use easel_proto::account::v1::account_service_server::{AccountService, AccountServiceServer};
-use easel_proto::jobs::v1::job_service_server::{JobService, JobServiceServer};
-use easel_proto::models::v1::model_service_server::{ModelService, ModelServiceServer};
+pub mod api;
+pub mod config;
+pub mod context;
+pub mod door;
+pub mod grpc;
+pub mod jwks;
+pub mod metrics;
+pub mod openapi;
+pub mod protocol;
+pub mod rest;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
 use easel_runtime::Shutdown;
-use easel_runtime::admin::Readiness;
-use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::grpc::GrpcServer;
 use easel_runtime::service::Listeners;
+use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+pub use crate::config::{Config, GatewayConfig};
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "gateway";
 
-/// Default gRPC address.
+/// Default public address: gRPC, gRPC-web and REST.
 pub const DEFAULT_GRPC_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
-/// Default admin (HTTP) address.
+/// Default admin (HTTP) address: `/metrics`, `/healthz`, `/readyz` for probes.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9080);
 
-/// The service's configuration, from `EASEL_*` variables.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Ports, timeouts and limits.
-    pub server: ServerConfig,
-    /// Logs, traces and error reports.
-    pub telemetry: TelemetryConfig,
-}
-
-impl Config {
-    /// Reads the configuration; problems are collected in `env`.
-    pub fn from_env(env: &mut Env) -> Config {
-        Config {
-            server: ServerConfig::from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
-            telemetry: TelemetryConfig::from_env(env, SERVICE_NAME),
-        }
-    }
-}
-
-/// Serves the service on `listeners` until `shutdown` fires, then drains.
+/// Serves the gateway on `listeners` until `shutdown` fires, then drains: open WebSockets
+/// are closed with 1001 (going away), SSE and gRPC streams end, calls in flight finish.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> std::io::Result<()> {
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
-        .add_service(JobServiceServer::new(JobApi))
-        .add_service(ModelServiceServer::new(ModelApi))
-        .add_service(AccountServiceServer::new(AccountApi));
-    easel_runtime::service::serve(
-        grpc,
-        Readiness::new(),
-        axum::Router::new(),
-        listeners,
-        shutdown,
+    crate::metrics::describe();
+    let upstreams = upstream::Upstreams::connect(&config.gateway).map_err(std::io::Error::other)?;
+    let door = door::Door::start(&config.gateway, &upstreams, &shutdown)
+        .await
+        .map_err(std::io::Error::other)?;
+    let gateway = api::Gateway::new(
+        upstreams.clone(),
+        Arc::new(config.gateway.clone()),
+        shutdown.clone(),
+    );
+    let readiness = upstreams.readiness();
+    let app =
+        protocol::app(&config, gateway, door, readiness.clone()).map_err(std::io::Error::other)?;
+
+    let public = serve_public(
+        listeners.grpc,
+        app.router,
+        app.health,
+        app.service_names,
+        shutdown.clone(),
+    );
+    let admin =
+        easel_runtime::admin::serve(listeners.admin, readiness, axum::Router::new(), shutdown);
+    tokio::try_join!(public, admin).map(|_| ())
+}
+
+/// Serves the public port (HTTP/1.1 and h2c) with the peer address known to the door, until
+/// `shutdown`; then reports NOT_SERVING and lets calls and streams in flight end.
+async fn serve_public(
+    listener: TcpListener,
+    app: axum::Router,
+    health: HealthReporter,
+    service_names: Vec<&'static str>,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    for name in &service_names {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let drain_signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.triggered().await;
+            // Tell load balancers first, so new calls go elsewhere while these drain.
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            for name in &service_names {
+                health
+                    .set_service_status(*name, ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    };
+    let address = listener.local_addr().ok();
+    tracing::info!(address = ?address, "gateway listening");
+    // Small frames must not wait on Nagle's algorithm behind the peer's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
+    .with_graceful_shutdown(drain_signal)
     .await
 }
-
-/// `easel.jobs.v1.JobService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
-#[derive(Clone, Copy, Debug)]
-struct JobApi;
-
-#[tonic::async_trait]
-impl JobService for JobApi {}
-
-/// `easel.models.v1.ModelService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
-#[derive(Clone, Copy, Debug)]
-struct ModelApi;
-
-#[tonic::async_trait]
-impl ModelService for ModelApi {}
-
-/// `easel.account.v1.AccountService`; its RPCs answer UNIMPLEMENTED until the service's issue lands.
-#[derive(Clone, Copy, Debug)]
-struct AccountApi;
-
-#[tonic::async_trait]
-impl AccountService for AccountApi {}

@@ -1,3 +1,15 @@
-//! Integration tests of `easel-gateway`, against the real service.
+//! Integration tests of `easel-gateway` in front of the real auth, jobs, comfy-bridge and
+//! storage services (in-process, each on its own database) and the ComfyUI simulator.
 
+// A failed unwrap is a failed test, with its location.
+#![allow(clippy::unwrap_used)]
+
+mod door;
+mod envoy;
+mod grpc_web;
+mod logs;
 mod process;
+mod protocols;
+mod rest;
+mod streams;
+mod support;

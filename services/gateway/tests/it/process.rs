@@ -1,7 +1,15 @@
-//! The binary as an operator runs it.
+//! The binary as an operator runs it, in front of the real (in-process) upstreams.
 
-#[tokio::test]
+use crate::support::Platform;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
+    let platform = Platform::start().await;
+    let variables: Vec<(&str, &str)> = platform
+        .upstream_env
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
     easel_runtime::testing::check_service_process(
         std::path::Path::new(env!("CARGO_BIN_EXE_easel-gateway")),
         &[
@@ -9,7 +17,7 @@ async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
             "easel.models.v1.ModelService",
             "easel.account.v1.AccountService",
         ],
-        &[],
+        &variables,
     )
     .await;
 }

@@ -1,0 +1,713 @@
+//! The REST route table: every route the gateway serves, as documented in `/openapi.json`.
+//! The REST router registers the same paths (a test holds them together).
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// No credential.
+    Public,
+    /// No credential; limited per client address.
+    PerAddress,
+    /// An API key or a bearer token.
+    User,
+}
+
+/// Where a parameter goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum In {
+    /// In the path.
+    Path,
+    /// In the query string.
+    Query,
+    /// In a header.
+    Header,
+}
+
+/// A parameter of a route.
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    /// Its name.
+    pub name: &'static str,
+    /// Where it goes.
+    pub location: In,
+    /// Whether it must be given.
+    pub required: bool,
+    /// `string` or `integer`.
+    pub kind: &'static str,
+    /// What it means.
+    pub description: &'static str,
+}
+
+/// A schema: a proto message or enum by full name (`easel.jobs.v1.Job`), or one of the
+/// document's own schemas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// A proto message, under the proto3 JSON mapping.
+    Proto(&'static str),
+    /// A schema of the document's own (the envelope, the submit shapes).
+    Named(&'static str),
+    /// Raw bytes (downloads).
+    Binary,
+    /// `text/event-stream`.
+    EventStream,
+    /// Plain text (metrics).
+    Text,
+}
+
+/// A request body.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestBody {
+    /// Its schema.
+    pub schema: Schema,
+    /// Whether it may be left out.
+    pub required: bool,
+    /// Named JSON examples.
+    pub examples: &'static [(&'static str, &'static str)],
+}
+
+/// A successful answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Reply {
+    /// The HTTP status.
+    pub status: u16,
+    /// What it means.
+    pub description: &'static str,
+    /// Its body.
+    pub schema: Schema,
+    /// A JSON example (empty: none).
+    pub example: &'static str,
+}
+
+/// One route.
+#[derive(Clone, Copy, Debug)]
+pub struct Route {
+    /// `get` or `post`.
+    pub method: &'static str,
+    /// The path as documented, e.g. `/api/v1/jobs/{id}:cancel`.
+    pub path: &'static str,
+    /// The router path serving it, e.g. `/api/v1/jobs/{id}`.
+    pub router_path: &'static str,
+    /// The operation's id.
+    pub operation_id: &'static str,
+    /// Its group.
+    pub tag: &'static str,
+    /// One line.
+    pub summary: &'static str,
+    /// More.
+    pub description: &'static str,
+    /// Who may call it.
+    pub security: Security,
+    /// Its parameters.
+    pub params: &'static [Param],
+    /// Its body.
+    pub body: Option<RequestBody>,
+    /// Its successful answers.
+    pub replies: &'static [Reply],
+    /// The error statuses it may answer (each with the envelope).
+    pub errors: &'static [u16],
+}
+
+const JOB_ID: Param = Param {
+    name: "id",
+    location: In::Path,
+    required: true,
+    kind: "string",
+    description: "The job's id, `job_…`.",
+};
+
+const PAGE_SIZE: Param = Param {
+    name: "pageSize",
+    location: In::Query,
+    required: false,
+    kind: "integer",
+    description: "At most this many items.",
+};
+
+const PAGE_TOKEN: Param = Param {
+    name: "pageToken",
+    location: In::Query,
+    required: false,
+    kind: "string",
+    description: "`nextPageToken` of the previous page.",
+};
+
+const ACCESS_TOKEN: Param = Param {
+    name: "access_token",
+    location: In::Query,
+    required: false,
+    kind: "string",
+    description: "The credential (an API key or an access token), for browsers that cannot set headers on `WebSocket` and `EventSource`. Prefer the headers elsewhere.",
+};
+
+const JOB_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_SUCCEEDED","spec":{"textToImage":{"prompt":"A sunset","width":1024,"height":1024}},"attempts":1,"maxAttempts":3,"backend":"127.0.0.1:8188","outputs":[{"artifactId":"art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d","url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=…","urlExpireTime":"2026-01-01T00:00:00+00:00","contentType":"image/png","sizeBytes":"482113","sha256":"9f2c…","width":1024,"height":1024,"nodeId":"9","filename":"easel_00001_.png"}],"metadata":{"seed":"1234","checkpoint":"sd_xl_base_1.0.safetensors"},"createTime":"2025-12-31T23:59:00+00:00","endTime":"2025-12-31T23:59:12+00:00","seq":"14"}}"#;
+
+const ACCEPTED_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_PENDING","queuePosition":1,"maxAttempts":3,"createTime":"2025-12-31T23:59:00+00:00","seq":"1"},"replayed":false,"links":{"self":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","websocket":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","cancel":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel"}}"#;
+
+const TOKEN_EXAMPLE: &str = r#"{"accessToken":{"token":"eyJhbGciOiJFZERTQSIsImtpZCI6IjEifQ.eyJzdWIiOiJ1c3JfMSJ9.c2ln","tokenType":"Bearer","expireTime":"2026-01-01T00:15:00+00:00"}}"#;
+
+/// Every REST route.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "post",
+        path: "/api/v1/jobs",
+        router_path: "/api/v1/jobs",
+        operation_id: "submitJob",
+        tag: "jobs",
+        summary: "Submit a job",
+        description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. With an `Idempotency-Key` (header or `idempotencyKey`), a repeat of the same request answers the same job with 200 and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer's `Location` and `links` point at the job, its events, its WebSocket and its cancel action.",
+        security: Security::User,
+        params: &[Param {
+            name: "Idempotency-Key",
+            location: In::Header,
+            required: false,
+            kind: "string",
+            description: "Makes retries of this request safe for 24 hours (at most 255 printable ASCII characters).",
+        }],
+        body: Some(RequestBody {
+            schema: Schema::Named("SubmitJobBody"),
+            required: true,
+            examples: &[
+                (
+                    "textToImage",
+                    r#"{"prompt":"A sunset","width":1024,"height":1024}"#,
+                ),
+                (
+                    "textToImageFull",
+                    r#"{"prompt":"a lighthouse at dusk","negativePrompt":"blurry","width":768,"height":512,"steps":30,"cfgScale":6.5,"sampler":"dpmpp_2m","scheduler":"karras","seed":"7","checkpoint":"sd_xl_base_1.0.safetensors","batchSize":1,"idempotencyKey":"order-42"}"#,
+                ),
+                (
+                    "workflow",
+                    r#"{"workflow":{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},"2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"easel"}}},"overrides":[{"nodeId":"1","input":"color","value":16711680}]}"#,
+                ),
+                (
+                    "message",
+                    r#"{"spec":{"textToImage":{"prompt":"A sunset","sampler":"SAMPLER_EULER"}},"startTimeout":"600s"}"#,
+                ),
+            ],
+        }),
+        replies: &[
+            Reply {
+                status: 202,
+                description: "The job was accepted.",
+                schema: Schema::Named("SubmitJobAccepted"),
+                example: ACCEPTED_EXAMPLE,
+            },
+            Reply {
+                status: 200,
+                description: "A replay: an earlier request with this idempotency key made the job (`Idempotency-Replayed: true`).",
+                schema: Schema::Named("SubmitJobAccepted"),
+                example: "",
+            },
+        ],
+        errors: &[400, 401, 409, 413, 415, 422, 429, 503],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/jobs",
+        router_path: "/api/v1/jobs",
+        operation_id: "listJobs",
+        tag: "jobs",
+        summary: "List the caller's jobs",
+        description: "Newest first, optionally filtered by status (repeat `status` or separate with commas).",
+        security: Security::User,
+        params: &[
+            PAGE_SIZE,
+            PAGE_TOKEN,
+            Param {
+                name: "status",
+                location: In::Query,
+                required: false,
+                kind: "string",
+                description: "Only jobs in these statuses: `PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`.",
+            },
+        ],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "A page of jobs.",
+            schema: Schema::Proto("easel.jobs.v1.ListJobsResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 429],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/jobs/{id}",
+        router_path: "/api/v1/jobs/{id}",
+        operation_id: "getJob",
+        tag: "jobs",
+        summary: "Get a job",
+        description: "A job of another user is 404, like a job that does not exist.",
+        security: Security::User,
+        params: &[JOB_ID],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The job.",
+            schema: Schema::Proto("easel.jobs.v1.GetJobResponse"),
+            example: JOB_EXAMPLE,
+        }],
+        errors: &[401, 404, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/jobs/{id}:cancel",
+        router_path: "/api/v1/jobs/{id}",
+        operation_id: "cancelJob",
+        tag: "jobs",
+        summary: "Cancel a job",
+        description: "A pending job is removed from the queue; a running one is interrupted on its backend. A finished job is 400 (FAILED_PRECONDITION).",
+        security: Security::User,
+        params: &[JOB_ID],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The cancelled job.",
+            schema: Schema::Proto("easel.jobs.v1.CancelJobResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 404, 429],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/jobs/{id}/events",
+        router_path: "/api/v1/jobs/{id}/events",
+        operation_id: "streamJobEvents",
+        tag: "jobs",
+        summary: "Follow a job (Server-Sent Events)",
+        description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its kind (`snapshot`, `statusChange`, `progress`, `queuePosition`, `output`); `data:` is the `JobEvent`. Reconnect with `Last-Event-ID` to get only the events after it.",
+        security: Security::User,
+        params: &[
+            JOB_ID,
+            Param {
+                name: "Last-Event-ID",
+                location: In::Header,
+                required: false,
+                kind: "integer",
+                description: "Resume after this event.",
+            },
+            ACCESS_TOKEN,
+        ],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The event stream; each `data:` is an `easel.jobs.v1.JobEvent`.",
+            schema: Schema::EventStream,
+            example: "",
+        }],
+        errors: &[400, 401, 404, 429],
+    },
+    Route {
+        method: "get",
+        path: "/ws/jobs/{id}",
+        router_path: "/ws/jobs/{id}",
+        operation_id: "watchJobWebSocket",
+        tag: "jobs",
+        summary: "Follow a job (WebSocket)",
+        description: "Upgrade to a WebSocket: one text message per event (an `easel.jobs.v1.JobEvent` in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
+        security: Security::User,
+        params: &[
+            JOB_ID,
+            Param {
+                name: "after",
+                location: In::Query,
+                required: false,
+                kind: "integer",
+                description: "Resume after this event's sequence number.",
+            },
+            ACCESS_TOKEN,
+        ],
+        body: None,
+        replies: &[Reply {
+            status: 101,
+            description: "Switching to the WebSocket protocol.",
+            schema: Schema::Proto("easel.jobs.v1.JobEvent"),
+            example: "",
+        }],
+        errors: &[400, 401, 404, 429],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/models",
+        router_path: "/api/v1/models",
+        operation_id: "listModels",
+        tag: "models",
+        summary: "List models",
+        description: "The checkpoints available on at least one backend, by name.",
+        security: Security::User,
+        params: &[PAGE_SIZE, PAGE_TOKEN],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "A page of models.",
+            schema: Schema::Proto("easel.models.v1.ListModelsResponse"),
+            example: r#"{"models":[{"name":"sd_xl_base_1.0.safetensors","kind":"checkpoints","backendCount":2,"isDefault":true}]}"#,
+        }],
+        errors: &[400, 401, 429, 503],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/keys",
+        router_path: "/api/v1/keys",
+        operation_id: "createApiKey",
+        tag: "account",
+        summary: "Create an API key",
+        description: "The secret is in this answer only.",
+        security: Security::User,
+        params: &[],
+        body: Some(RequestBody {
+            schema: Schema::Proto("easel.account.v1.CreateApiKeyRequest"),
+            required: true,
+            examples: &[("ci", r#"{"name":"ci","ttl":"2592000s"}"#)],
+        }),
+        replies: &[Reply {
+            status: 201,
+            description: "The key and its secret.",
+            schema: Schema::Proto("easel.account.v1.CreateApiKeyResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 403, 415, 429],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/keys",
+        router_path: "/api/v1/keys",
+        operation_id: "listApiKeys",
+        tag: "account",
+        summary: "List the caller's API keys",
+        description: "Never their secrets.",
+        security: Security::User,
+        params: &[PAGE_SIZE, PAGE_TOKEN],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "A page of keys.",
+            schema: Schema::Proto("easel.account.v1.ListApiKeysResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/keys/{id}:revoke",
+        router_path: "/api/v1/keys/{id}",
+        operation_id: "revokeApiKey",
+        tag: "account",
+        summary: "Revoke an API key",
+        description: "At once, on every replica.",
+        security: Security::User,
+        params: &[Param {
+            name: "id",
+            location: In::Path,
+            required: true,
+            kind: "string",
+            description: "The key's id, `key_…`.",
+        }],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The revoked key.",
+            schema: Schema::Proto("easel.account.v1.RevokeApiKeyResponse"),
+            example: "",
+        }],
+        errors: &[401, 404, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/auth/login",
+        router_path: "/api/v1/auth/login",
+        operation_id: "login",
+        tag: "account",
+        summary: "Log in with an email and password",
+        description: "Answers a short-lived access token for `Authorization: Bearer`. Limited per client address.",
+        security: Security::PerAddress,
+        params: &[],
+        body: Some(RequestBody {
+            schema: Schema::Proto("easel.account.v1.LoginRequest"),
+            required: true,
+            examples: &[(
+                "login",
+                r#"{"email":"dev@easel.local","password":"correct horse battery staple"}"#,
+            )],
+        }),
+        replies: &[Reply {
+            status: 200,
+            description: "The access token.",
+            schema: Schema::Proto("easel.account.v1.LoginResponse"),
+            example: TOKEN_EXAMPLE,
+        }],
+        errors: &[400, 401, 415, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/auth/token",
+        router_path: "/api/v1/auth/token",
+        operation_id: "exchangeToken",
+        tag: "account",
+        summary: "Exchange the calling API key for an access token",
+        description: "For browsers that should not hold the key. The body is optional.",
+        security: Security::User,
+        params: &[],
+        body: Some(RequestBody {
+            schema: Schema::Proto("easel.account.v1.ExchangeTokenRequest"),
+            required: false,
+            examples: &[("short", r#"{"ttl":"300s"}"#)],
+        }),
+        replies: &[Reply {
+            status: 200,
+            description: "The access token.",
+            schema: Schema::Proto("easel.account.v1.ExchangeTokenResponse"),
+            example: TOKEN_EXAMPLE,
+        }],
+        errors: &[400, 401, 415, 429],
+    },
+    Route {
+        method: "get",
+        path: "/api/v1/usage",
+        router_path: "/api/v1/usage",
+        operation_id: "getUsage",
+        tag: "account",
+        summary: "The caller's usage and limits",
+        description: "Daily usage, newest first, and the tier's limits.",
+        security: Security::User,
+        params: &[Param {
+            name: "days",
+            location: In::Query,
+            required: false,
+            kind: "integer",
+            description: "Days back from today, 1 to 90 (default 30).",
+        }],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Usage and limits.",
+            schema: Schema::Proto("easel.account.v1.GetUsageResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/admin/users",
+        router_path: "/api/v1/admin/users",
+        operation_id: "createUser",
+        tag: "admin",
+        summary: "Create a user (admin)",
+        description: "Needs the admin role.",
+        security: Security::User,
+        params: &[],
+        body: Some(RequestBody {
+            schema: Schema::Proto("easel.account.v1.CreateUserRequest"),
+            required: true,
+            examples: &[(
+                "pro",
+                r#"{"email":"ada@example.com","password":"a long enough password","tier":"TIER_PRO","role":"ROLE_USER"}"#,
+            )],
+        }),
+        replies: &[Reply {
+            status: 201,
+            description: "The user.",
+            schema: Schema::Proto("easel.account.v1.CreateUserResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 403, 409, 415, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/admin/users/{id}:setTier",
+        router_path: "/api/v1/admin/users/{id}",
+        operation_id: "setUserTier",
+        tag: "admin",
+        summary: "Change a user's tier (admin)",
+        description: "Needs the admin role.",
+        security: Security::User,
+        params: &[Param {
+            name: "id",
+            location: In::Path,
+            required: true,
+            kind: "string",
+            description: "The user's id, `usr_…`.",
+        }],
+        body: Some(RequestBody {
+            schema: Schema::Proto("easel.account.v1.SetUserTierRequest"),
+            required: true,
+            examples: &[("pro", r#"{"tier":"TIER_PRO"}"#)],
+        }),
+        replies: &[Reply {
+            status: 200,
+            description: "The user.",
+            schema: Schema::Proto("easel.account.v1.SetUserTierResponse"),
+            example: "",
+        }],
+        errors: &[400, 401, 403, 404, 415, 429],
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/admin/users/{id}:disable",
+        router_path: "/api/v1/admin/users/{id}",
+        operation_id: "disableUser",
+        tag: "admin",
+        summary: "Disable a user (admin)",
+        description: "Their keys and tokens stop working. Needs the admin role.",
+        security: Security::User,
+        params: &[Param {
+            name: "id",
+            location: In::Path,
+            required: true,
+            kind: "string",
+            description: "The user's id, `usr_…`.",
+        }],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The user.",
+            schema: Schema::Proto("easel.account.v1.DisableUserResponse"),
+            example: "",
+        }],
+        errors: &[401, 403, 404, 429],
+    },
+    Route {
+        method: "get",
+        path: "/v1/artifacts/{id}",
+        router_path: "/v1/artifacts/{id}",
+        operation_id: "downloadArtifact",
+        tag: "artifacts",
+        summary: "Download an output (signed link)",
+        description: "The `url` of a job output: the link's signature and expiry are its credential. Supports `Range`.",
+        security: Security::Public,
+        params: &[
+            Param {
+                name: "id",
+                location: In::Path,
+                required: true,
+                kind: "string",
+                description: "The artifact's id, `art_…`.",
+            },
+            Param {
+                name: "expires",
+                location: In::Query,
+                required: true,
+                kind: "integer",
+                description: "The link's expiry (Unix seconds).",
+            },
+            Param {
+                name: "sig",
+                location: In::Query,
+                required: true,
+                kind: "string",
+                description: "The link's signature.",
+            },
+        ],
+        body: None,
+        replies: &[
+            Reply {
+                status: 200,
+                description: "The image.",
+                schema: Schema::Binary,
+                example: "",
+            },
+            Reply {
+                status: 206,
+                description: "A byte range of the image.",
+                schema: Schema::Binary,
+                example: "",
+            },
+        ],
+        errors: &[403, 404, 503],
+    },
+    Route {
+        method: "get",
+        path: "/.well-known/jwks.json",
+        router_path: "/.well-known/jwks.json",
+        operation_id: "getJwks",
+        tag: "meta",
+        summary: "The keys that verify access tokens",
+        description: "A JSON Web Key Set (RFC 7517).",
+        security: Security::Public,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The key set.",
+            schema: Schema::Named("Jwks"),
+            example: r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"1","use":"sig","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#,
+        }],
+        errors: &[503],
+    },
+    Route {
+        method: "get",
+        path: "/openapi.json",
+        router_path: "/openapi.json",
+        operation_id: "getOpenApi",
+        tag: "meta",
+        summary: "This document",
+        description: "OpenAPI 3.1.",
+        security: Security::Public,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The document.",
+            schema: Schema::Named("OpenApiDocument"),
+            example: "",
+        }],
+        errors: &[],
+    },
+    Route {
+        method: "get",
+        path: "/healthz",
+        router_path: "/healthz",
+        operation_id: "healthz",
+        tag: "meta",
+        summary: "Liveness",
+        description: "The process is alive.",
+        security: Security::Public,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Alive.",
+            schema: Schema::Named("Status"),
+            example: r#"{"status":"ok"}"#,
+        }],
+        errors: &[],
+    },
+    Route {
+        method: "get",
+        path: "/readyz",
+        router_path: "/readyz",
+        operation_id: "readyz",
+        tag: "meta",
+        summary: "Readiness",
+        description: "Ready while auth and jobs answer; 503 naming the dependency that does not.",
+        security: Security::Public,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Ready.",
+            schema: Schema::Named("Status"),
+            example: r#"{"status":"ready"}"#,
+        }],
+        errors: &[503],
+    },
+    Route {
+        method: "get",
+        path: "/metrics",
+        router_path: "/metrics",
+        operation_id: "metrics",
+        tag: "meta",
+        summary: "Prometheus metrics",
+        description: "The Prometheus text format.",
+        security: Security::Public,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The metrics.",
+            schema: Schema::Text,
+            example: "",
+        }],
+        errors: &[],
+    },
+];

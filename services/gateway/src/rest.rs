@@ -1,0 +1,284 @@
+//! The REST/JSON API: the proto3 JSON mapping of the public messages, plus the job streams
+//! (WebSocket and Server-Sent Events), signed downloads, the JWKS and the OpenAPI document.
+//!
+//! The route table lives in [`crate::openapi::routes`]; [`router`] registers exactly those
+//! routes (a test checks both agree).
+
+mod account;
+mod artifacts;
+mod jobs;
+pub mod json;
+mod models;
+mod public;
+pub mod query;
+mod streams;
+pub mod submit;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use bytes::Bytes;
+use easel_runtime::admin::Readiness;
+use easel_runtime::error::{Error, reason};
+use http::request::Parts;
+use http::{HeaderMap, Method, header};
+
+use crate::api::Gateway;
+use crate::context::CallContext;
+use crate::jwks::JwksCache;
+use json::ApiError;
+
+/// Why the REST router could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    /// The HTTP client of storage could not be built.
+    #[error("cannot build the storage HTTP client: {0}")]
+    StorageClient(#[source] reqwest::Error),
+    /// The OpenAPI document could not be generated.
+    #[error("cannot generate the OpenAPI document: {0}")]
+    OpenApi(String),
+}
+
+/// What the REST handlers share.
+#[derive(Clone, Debug)]
+pub struct RestState {
+    gateway: Gateway,
+    readiness: Readiness,
+    openapi: Bytes,
+    jwks: Arc<JwksCache>,
+    storage: reqwest::Client,
+}
+
+impl RestState {
+    /// The handlers' state over `gateway`.
+    pub fn new(gateway: Gateway, readiness: Readiness) -> Result<RestState, RestError> {
+        let openapi = crate::openapi::document()
+            .map_err(RestError::OpenApi)
+            .and_then(|document| {
+                serde_json::to_vec(&document)
+                    .map(Bytes::from)
+                    .map_err(|error| RestError::OpenApi(error.to_string()))
+            })?;
+        let storage = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .build()
+            .map_err(RestError::StorageClient)?;
+        let jwks = Arc::new(JwksCache::new(
+            gateway.upstreams().auth.clone(),
+            gateway.config().jwks_cache_ttl,
+        ));
+        Ok(RestState {
+            gateway,
+            readiness,
+            openapi,
+            jwks,
+            storage,
+        })
+    }
+}
+
+/// The routes of the REST API, each with its handlers.
+fn routes() -> Vec<(&'static str, MethodRouter<RestState>)> {
+    vec![
+        ("/api/v1/jobs", post(jobs::submit).get(jobs::list)),
+        ("/api/v1/jobs/{id}", get(jobs::get).post(jobs::action)),
+        ("/api/v1/jobs/{id}/events", get(streams::server_sent_events)),
+        ("/ws/jobs/{id}", get(streams::websocket)),
+        ("/api/v1/models", get(models::list)),
+        (
+            "/api/v1/keys",
+            post(account::create_key).get(account::list_keys),
+        ),
+        ("/api/v1/keys/{id}", post(account::key_action)),
+        ("/api/v1/auth/login", post(account::login)),
+        ("/api/v1/auth/token", post(account::exchange_token)),
+        ("/api/v1/usage", get(account::usage)),
+        ("/api/v1/admin/users", post(account::create_user)),
+        ("/api/v1/admin/users/{id}", post(account::user_action)),
+        ("/v1/artifacts/{id}", get(artifacts::download)),
+        ("/.well-known/jwks.json", get(public::jwks)),
+        ("/openapi.json", get(public::openapi)),
+        ("/readyz", get(public::readyz)),
+        ("/healthz", get(public::healthz)),
+        ("/metrics", get(public::metrics)),
+    ]
+}
+
+/// The paths [`router`] serves (for the test against the OpenAPI route table).
+pub fn paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
+}
+
+/// The REST router: every route, the body limit, and errors (404, 405, rejections) in the
+/// envelope.
+pub fn router(state: RestState) -> Router {
+    let max_body_bytes = state.gateway.config().max_body_bytes;
+    let mut router = Router::new();
+    for (path, handlers) in routes() {
+        router = router.route(path, handlers);
+    }
+    router
+        .route_layer(axum::middleware::from_fn(crate::metrics::label_route))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(state)
+        // Bodies over the limit: 413 before reading when Content-Length says so, else when
+        // the extractor reaches the limit.
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_oversize,
+        ))
+        // Every error answered by a handler, an extractor or a fallback gets its envelope here.
+        .layer(axum::middleware::from_fn(json::finish_errors))
+}
+
+async fn not_found() -> ApiError {
+    ApiError(Error::not_found("no such route; see /openapi.json"))
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError(
+        Error::invalid_argument(format!(
+            "{method} is not allowed on this route; see /openapi.json"
+        ))
+        .with_reason(reason::METHOD_NOT_ALLOWED),
+    )
+}
+
+/// 413 at once when the declared length is over the limit.
+async fn refuse_oversize(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let Some(length) = declared.filter(|length| *length > limit as u64) else {
+        return next.run(request).await;
+    };
+    let mut response = ApiError(json::payload_too_large()).into_response();
+    // Closing a connection with unread bytes in it resets it, and the client, still sending,
+    // loses our answer. So read (and drop) a moderately oversize body first, for a bounded
+    // time; past that, answer and close.
+    let drained = length <= DRAIN_MAX_BYTES
+        && tokio::time::timeout(DRAIN_MAX_TIME, drain(request.into_body()))
+            .await
+            .unwrap_or(false);
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The most of a refused body read so the client can see the 413.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How long reading a refused body may take.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Reads `body` to its end; false when it broke off.
+async fn drain(body: axum::body::Body) -> bool {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        if chunk.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+impl FromRequestParts<RestState> for CallContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(CallContext::from_parts(
+            &parts.headers,
+            &parts.extensions,
+            state.gateway.config().upstream_timeout,
+        ))
+    }
+}
+
+/// The base URL of links in answers: `EASEL_PUBLIC_URL`, else the scheme and host the
+/// request came to (`X-Forwarded-Proto` counts only behind a trusted proxy).
+pub fn base_url(state: &RestState, headers: &HeaderMap, uri: &http::Uri) -> String {
+    let config = state.gateway.config();
+    if let Some(url) = &config.public_url {
+        return url.as_str().trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|authority| authority.to_string()));
+    let Some(host) = host.filter(|host| is_host(host)) else {
+        return String::new();
+    };
+    let forwarded_https = config.trust_forwarded_for
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"https"));
+    let scheme = if forwarded_https || uri.scheme_str() == Some("https") {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
+/// A `Host` value that is safe to put in a URL: a host name or address and a port.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+}
+
+/// Splits `{id}:{action}` of an action route; the action must be one of `actions`.
+fn split_action<'a>(segment: &'a str, actions: &[&str]) -> Result<(&'a str, &'a str), Error> {
+    match segment.rsplit_once(':') {
+        Some((id, action)) if actions.contains(&action) && !id.is_empty() => Ok((id, action)),
+        _ => Err(Error::not_found(format!(
+            "no such route; use POST …/{{id}}:{}",
+            actions.join(" or :")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_split_off_their_id() {
+        assert_eq!(
+            split_action("job_1:cancel", &["cancel"]).unwrap(),
+            ("job_1", "cancel")
+        );
+        assert!(split_action("job_1", &["cancel"]).is_err());
+        assert!(split_action("job_1:delete", &["cancel"]).is_err());
+        assert!(split_action(":cancel", &["cancel"]).is_err());
+    }
+
+    #[test]
+    fn hosts_are_checked_before_they_go_into_links() {
+        assert!(is_host("gateway.example.com:8080"));
+        assert!(is_host("[::1]:8080"));
+        assert!(!is_host("evil.com/path"));
+        assert!(!is_host("a b"));
+    }
+}

@@ -1,0 +1,147 @@
+//! API keys, login, token exchange, usage and user administration, forwarded to auth.
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use easel_proto::account::v1::{
+    CreateApiKeyRequest, CreateUserRequest, DisableUserRequest, ExchangeTokenRequest,
+    GetUsageRequest, ListApiKeysRequest, LoginRequest, RevokeApiKeyRequest, SetUserTierRequest,
+};
+use easel_runtime::error::Error;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use super::json::{
+    ApiError, OptionalProtoJson, PathParam, ProtoJson, json_body, json_response, parse_json,
+};
+use super::query::Query;
+use super::{RestState, split_action};
+use crate::context::CallContext;
+
+/// An answer that holds a secret (a key, a token): never cached.
+fn secret_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let mut response = json_response(status, value);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /api/v1/keys`: 201 with the key and, this once, its secret.
+pub async fn create_key(
+    State(state): State<RestState>,
+    context: CallContext,
+    ProtoJson(request): ProtoJson<CreateApiKeyRequest>,
+) -> Result<Response, ApiError> {
+    let answer = state.gateway.create_api_key(&context, request).await?;
+    Ok(secret_response(StatusCode::CREATED, &answer))
+}
+
+/// `GET /api/v1/keys?pageSize&pageToken`.
+pub async fn list_keys(
+    State(state): State<RestState>,
+    context: CallContext,
+    mut query: Query,
+) -> Result<Response, ApiError> {
+    let request = ListApiKeysRequest {
+        page_size: query.take_u32(&["pageSize", "page_size"])?.unwrap_or(0),
+        page_token: query
+            .take_string(&["pageToken", "page_token"])?
+            .unwrap_or_default(),
+    };
+    query.finish()?;
+    let answer = state.gateway.list_api_keys(&context, request).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/keys/{id}:revoke`.
+pub async fn key_action(
+    State(state): State<RestState>,
+    context: CallContext,
+    PathParam(segment): PathParam,
+) -> Result<Response, ApiError> {
+    let (key_id, _) = split_action(&segment, &["revoke"])?;
+    let answer = state
+        .gateway
+        .revoke_api_key(
+            &context,
+            RevokeApiKeyRequest {
+                key_id: key_id.to_string(),
+            },
+        )
+        .await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/auth/login`: an access token for an email and password.
+pub async fn login(
+    State(state): State<RestState>,
+    context: CallContext,
+    ProtoJson(request): ProtoJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let answer = state.gateway.login(&context, request).await?;
+    Ok(secret_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/auth/token`: an access token for the calling API key (body optional).
+pub async fn exchange_token(
+    State(state): State<RestState>,
+    context: CallContext,
+    OptionalProtoJson(request): OptionalProtoJson<ExchangeTokenRequest>,
+) -> Result<Response, ApiError> {
+    let answer = state.gateway.exchange_token(&context, request).await?;
+    Ok(secret_response(StatusCode::OK, &answer))
+}
+
+/// `GET /api/v1/usage?days`.
+pub async fn usage(
+    State(state): State<RestState>,
+    context: CallContext,
+    mut query: Query,
+) -> Result<Response, ApiError> {
+    let request = GetUsageRequest {
+        days: query.take_u32(&["days"])?.unwrap_or(0),
+    };
+    query.finish()?;
+    let answer = state.gateway.get_usage(&context, request).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/admin/users` (admin): 201 with the user.
+pub async fn create_user(
+    State(state): State<RestState>,
+    context: CallContext,
+    ProtoJson(request): ProtoJson<CreateUserRequest>,
+) -> Result<Response, ApiError> {
+    let answer = state.gateway.create_user(&context, request).await?;
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// `POST /api/v1/admin/users/{id}:setTier` (body `{"tier": "TIER_PRO"}`) and
+/// `POST /api/v1/admin/users/{id}:disable` (admin).
+pub async fn user_action(
+    State(state): State<RestState>,
+    context: CallContext,
+    PathParam(segment): PathParam,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (user_id, action) = split_action(&segment, &["setTier", "disable"])?;
+    let user_id = user_id.to_string();
+    if action == "disable" {
+        let answer = state
+            .gateway
+            .disable_user(&context, DisableUserRequest { user_id })
+            .await?;
+        return Ok(json_response(StatusCode::OK, &answer));
+    }
+    let body = json_body(request, &state, false).await?;
+    let mut request: SetUserTierRequest = parse_json(&body)?;
+    if !request.user_id.is_empty() && request.user_id != user_id {
+        return Err(ApiError(Error::invalid_field(
+            "userId",
+            "differs from the user in the path",
+        )));
+    }
+    request.user_id = user_id;
+    let answer = state.gateway.set_user_tier(&context, request).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}

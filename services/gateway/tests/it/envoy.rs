@@ -1,0 +1,223 @@
+//! The gateway behind the real Envoy with deploy/envoy/envoy.yaml: REST, gRPC (h2c), gRPC-web
+//! (HTTP/1.1) and WebSocket pass through, streams are not cut, metrics stay inside.
+//!
+//! Envoy comes from `EASEL_TEST_ENVOY`, else the one `scripts/setup.sh` installs, else `envoy`
+//! on the PATH.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use easel_proto::account::v1::Tier;
+use easel_proto::jobs::v1::GetJobRequest;
+use easel_proto::jobs::v1::job_service_client::JobServiceClient;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::grpc_web;
+use crate::support::{Options, Platform, WAIT, small_job, with_key};
+
+fn envoy_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("EASEL_TEST_ENVOY") {
+        return path.into();
+    }
+    if let Ok(home) = std::env::var("HOME") {
+        let path = std::path::Path::new(&home).join(".cache/easel-tools/envoy-venv/bin/envoy");
+        if path.exists() {
+            return path;
+        }
+    }
+    "envoy".into()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap()
+}
+
+/// deploy/envoy/envoy.yaml with every `# placeholder NAME` line's value replaced.
+fn render(values: &[(&str, String)]) -> String {
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/envoy/envoy.yaml"),
+    )
+    .unwrap();
+    let mut replaced = 0;
+    let lines: Vec<String> = template
+        .lines()
+        .map(|line| {
+            for (name, value) in values {
+                if line.trim_end().ends_with(&format!("# placeholder {name}")) {
+                    let (key, _) = line.split_once(':').unwrap();
+                    replaced += 1;
+                    return format!("{key}: {value}");
+                }
+            }
+            line.to_string()
+        })
+        .collect();
+    assert_eq!(replaced, values.len(), "every placeholder is in the file");
+    lines.join("\n")
+}
+
+/// Envoy as a child process, killed on drop.
+struct Envoy {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Envoy {
+    async fn start(gateway: SocketAddr) -> Envoy {
+        let (listen, admin) = (free_port(), free_port());
+        let config = render(&[
+            ("LISTEN_PORT", listen.to_string()),
+            ("ADMIN_PORT", admin.to_string()),
+            ("GATEWAY_ADDRESS", gateway.ip().to_string()),
+            ("GATEWAY_PORT", gateway.port().to_string()),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let binary = envoy_binary();
+        let child = tokio::process::Command::new(&binary)
+            .arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--concurrency",
+                "1",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start {} (run scripts/setup.sh or set EASEL_TEST_ENVOY): {error}",
+                    binary.display()
+                )
+            });
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ready = http
+                .get(format!("http://127.0.0.1:{admin}/ready"))
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Envoy did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Envoy {
+            _child: child,
+            _dir: dir,
+            url: format!("http://127.0.0.1:{listen}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_passes_through_envoy() {
+    let platform = Platform::start_with(Options {
+        gateway_env: vec![("EASEL_TRUST_FORWARDED_FOR", "true".into())],
+        ..Options::default()
+    })
+    .await;
+    let user = platform.user(Tier::Pro).await;
+    let gateway: SocketAddr = platform.url.trim_start_matches("http://").parse().unwrap();
+    let envoy = Envoy::start(gateway).await;
+    let http = reqwest::Client::new();
+
+    // REST over HTTP/1.1: the links follow the edge's host.
+    let response = http
+        .post(format!("{}/api/v1/jobs", envoy.url))
+        .header("x-api-key", &user.api_key)
+        .header("x-request-id", "through-envoy-1")
+        .json(&small_job("through envoy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-request-id"], "through-envoy-1");
+    let body: Value = response.json().await.unwrap();
+    let id = body["job"]["id"].as_str().unwrap().to_string();
+    assert!(
+        body["links"]["self"]
+            .as_str()
+            .unwrap()
+            .starts_with(&envoy.url)
+    );
+
+    // WebSocket: every event, a normal close, no cut by a route timeout.
+    let mut request = format!("{}/ws/jobs/{id}", envoy.url.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", user.api_key.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut events = 0;
+    let close = tokio::time::timeout(WAIT, async {
+        while let Some(message) = socket.next().await {
+            match message.unwrap() {
+                Message::Text(_) => events += 1,
+                Message::Close(frame) => return frame.map(|frame| frame.code),
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(events > 1);
+    assert_eq!(close, Some(CloseCode::Normal));
+
+    // gRPC over h2c.
+    let channel = tonic::transport::Channel::from_shared(envoy.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let job = JobServiceClient::new(channel)
+        .get_job(with_key(
+            GetJobRequest { job_id: id.clone() },
+            &user.api_key,
+        ))
+        .await
+        .expect("GetJob through Envoy")
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(job.id, id);
+
+    // gRPC-web over HTTP/1.1.
+    let answer = grpc_web::call(
+        &envoy.url,
+        "/easel.jobs.v1.JobService/GetJob",
+        &GetJobRequest { job_id: id },
+        &[("x-api-key", &user.api_key)],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some(0), "{answer:?}");
+    assert_eq!(answer.messages.len(), 1);
+
+    // Metrics stay inside.
+    let metrics = http
+        .get(format!("{}/metrics", envoy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404);
+}

@@ -1,0 +1,296 @@
+//! gRPC, gRPC-web and REST answer the same data on the one port; CORS lets listed browser
+//! origins in and keeps others out.
+
+use easel_proto::account::v1::Tier;
+use easel_proto::jobs::v1::{GetJobRequest, GetJobResponse, JobStatus, WatchJobRequest, job_event};
+use easel_proto::models::v1::{ListModelsRequest, ListModelsResponse};
+use futures::StreamExt;
+use prost::Message;
+use serde_json::Value;
+
+use crate::grpc_web;
+use crate::support::{Options, Platform, small_job, with_key};
+
+const ORIGIN: &str = "https://app.example.com";
+
+/// The answer without its signed links, which are signed anew on every read.
+fn unsigned(mut answer: GetJobResponse) -> GetJobResponse {
+    if let Some(job) = answer.job.as_mut() {
+        for output in &mut job.outputs {
+            assert!(!output.url.is_empty());
+            output.url.clear();
+            output.url_expire_time = None;
+        }
+    }
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
+    let platform = Platform::start().await;
+    let user = platform.user(Tier::Pro).await;
+    let response = platform
+        .submit(&user.api_key, &small_job("same data"))
+        .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    platform.wait_terminal(&user.api_key, &id).await;
+
+    // gRPC (h2).
+    let grpc = platform
+        .jobs()
+        .await
+        .get_job(with_key(
+            GetJobRequest { job_id: id.clone() },
+            &user.api_key,
+        ))
+        .await
+        .expect("GetJob over gRPC");
+    assert!(
+        grpc.metadata().get("ratelimit-limit").is_some(),
+        "rate-limit metadata"
+    );
+    let grpc = unsigned(grpc.into_inner());
+    assert_eq!(grpc.job.as_ref().unwrap().status(), JobStatus::Succeeded);
+
+    // gRPC-web (HTTP/1.1), framed by hand.
+    let answer = grpc_web::call(
+        &platform.url,
+        "/easel.jobs.v1.JobService/GetJob",
+        &GetJobRequest { job_id: id.clone() },
+        &[("x-api-key", &user.api_key)],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.grpc_status(), Some(0), "{answer:?}");
+    assert_eq!(answer.messages.len(), 1);
+    let web = unsigned(GetJobResponse::decode(answer.messages[0].clone()).unwrap());
+    assert_eq!(web, grpc);
+
+    // REST: the proto3 JSON of the same message.
+    let (status, rest) = platform
+        .get_json(&user.api_key, &format!("/api/v1/jobs/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    let rest: GetJobResponse = serde_json::from_value(rest).unwrap();
+    assert_eq!(unsigned(rest), grpc);
+
+    // Models, both ways.
+    let models = platform.channel().await;
+    let grpc_models =
+        easel_proto::models::v1::model_service_client::ModelServiceClient::new(models)
+            .list_models(with_key(ListModelsRequest::default(), &user.api_key))
+            .await
+            .unwrap()
+            .into_inner();
+    let (_, rest_models) = platform.get_json(&user.api_key, "/api/v1/models").await;
+    assert_eq!(rest_models, serde_json::to_value(&grpc_models).unwrap());
+    let web_models = grpc_web::call(
+        &platform.url,
+        "/easel.models.v1.ModelService/ListModels",
+        &ListModelsRequest::default(),
+        &[("x-api-key", &user.api_key)],
+    )
+    .await;
+    assert_eq!(
+        ListModelsResponse::decode(web_models.messages[0].clone()).unwrap(),
+        grpc_models
+    );
+
+    // A gRPC-web error is a gRPC status, not an HTTP error.
+    let missing = grpc_web::call(
+        &platform.url,
+        "/easel.jobs.v1.JobService/GetJob",
+        &GetJobRequest {
+            job_id: "job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b".into(),
+        },
+        &[("x-api-key", &user.api_key)],
+    )
+    .await;
+    assert_eq!(missing.status, 200);
+    assert_eq!(missing.grpc_status(), Some(tonic::Code::NotFound as i32));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
+    let platform = Platform::start().await;
+    let user = platform.user(Tier::Pro).await;
+    let response = platform.submit(&user.api_key, &small_job("watched")).await;
+    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut stream = platform
+        .jobs()
+        .await
+        .watch_job(with_key(
+            WatchJobRequest {
+                job_id: id.clone(),
+                after_seq: 0,
+            },
+            &user.api_key,
+        ))
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        events.push(item.expect("no stream error").event.unwrap());
+    }
+    assert!(matches!(events[0].kind, Some(job_event::Kind::Snapshot(_))));
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap, no duplicate");
+    }
+    let Some(job_event::Kind::StatusChange(last)) = &events.last().unwrap().kind else {
+        panic!("the last event is a status change");
+    };
+    assert_eq!(last.status(), JobStatus::Succeeded);
+
+    // A finished job's watch is its snapshot, at the last event, and the stream ends.
+    let mut again = platform
+        .jobs()
+        .await
+        .watch_job(with_key(
+            WatchJobRequest {
+                job_id: id,
+                after_seq: 0,
+            },
+            &user.api_key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = again.next().await.unwrap().unwrap().event.unwrap();
+    assert_eq!(snapshot.seq, events.last().unwrap().seq);
+    assert!(again.next().await.is_none());
+
+    // A new job over gRPC-web (HTTP/1.1): every message in order, then the OK trailer.
+    let response = platform
+        .submit(&user.api_key, &small_job("watched over grpc-web"))
+        .await;
+    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answer = grpc_web::call(
+        &platform.url,
+        "/easel.jobs.v1.JobService/WatchJob",
+        &WatchJobRequest {
+            job_id: id,
+            after_seq: 0,
+        },
+        &[("x-api-key", &user.api_key)],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some(0), "{answer:?}");
+    let web_events: Vec<_> = answer
+        .messages
+        .iter()
+        .map(|message| {
+            easel_proto::jobs::v1::WatchJobResponse::decode(message.clone())
+                .unwrap()
+                .event
+                .unwrap()
+        })
+        .collect();
+    assert!(matches!(
+        web_events[0].kind,
+        Some(job_event::Kind::Snapshot(_))
+    ));
+    for pair in web_events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap, no duplicate");
+    }
+    let Some(job_event::Kind::StatusChange(last)) = &web_events.last().unwrap().kind else {
+        panic!("the last event is a status change");
+    };
+    assert_eq!(last.status(), JobStatus::Succeeded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_lets_listed_origins_in_and_keeps_others_out() {
+    let platform = Platform::start_with(Options {
+        gateway_env: vec![(
+            "EASEL_CORS_ORIGINS",
+            format!("{ORIGIN},https://other.example.com"),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let user = platform.user(Tier::Pro).await;
+    let preflight = |origin: &'static str| {
+        platform
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/easel.jobs.v1.JobService/GetJob", platform.url),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-grpc-web,x-api-key",
+            )
+            .send()
+    };
+
+    let allowed = preflight(ORIGIN).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], ORIGIN);
+    let allowed_headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["content-type", "x-grpc-web", "x-api-key"] {
+        assert!(allowed_headers.contains(header), "{allowed_headers}");
+    }
+
+    let refused = preflight("https://evil.example.com").await.unwrap();
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    // The call itself: the browser may read the status and the rate-limit headers.
+    let client = reqwest::Client::builder().http1_only().build().unwrap();
+    let response = client
+        .post(format!("{}/easel.jobs.v1.JobService/GetJob", platform.url))
+        .header("origin", ORIGIN)
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("x-api-key", &user.api_key)
+        .body(grpc_web::frame(&GetJobRequest {
+            job_id: "job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b".into(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], ORIGIN);
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["grpc-status", "grpc-message", "ratelimit-remaining"] {
+        assert!(exposed.contains(header), "{exposed}");
+    }
+    // REST from another origin gets no CORS grant either.
+    let response = platform
+        .http
+        .get(format!("{}/api/v1/jobs", platform.url))
+        .header("origin", "https://evil.example.com")
+        .header("x-api-key", &user.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

@@ -1,0 +1,480 @@
+//! The platform in-process: the real auth, jobs, comfy-bridge and storage services (each on
+//! port 0 with its own PostgreSQL database), the ComfyUI simulator, and the gateway in front,
+//! sharing one Redis key prefix of their own. Nothing of ours is mocked.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use easel_proto::account::v1::account_service_client::AccountServiceClient;
+use easel_proto::account::v1::{CreateApiKeyRequest, CreateUserRequest, LoginRequest, Role, Tier};
+use easel_proto::jobs::v1::job_service_client::JobServiceClient;
+use easel_runtime::Shutdown;
+use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
+use easel_runtime::service::Listeners;
+use easel_runtime::testing::{TestDatabase, TestRedis};
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// How long a test waits for something that takes well under a second.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// What a test changes about its platform.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Extra gateway variables (e.g. `EASEL_CORS_ORIGINS`).
+    pub gateway_env: Vec<(&'static str, String)>,
+    /// Extra auth variables (e.g. tier limits).
+    pub auth_env: Vec<(&'static str, String)>,
+    /// Whether the gateway uses Redis (shared limits, revocation broadcasts).
+    pub gateway_without_redis: bool,
+}
+
+/// A user of the platform.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// `usr_…`.
+    pub id: String,
+    /// An API key of theirs.
+    pub api_key: String,
+    /// Their email.
+    pub email: String,
+    /// Their password.
+    pub password: String,
+}
+
+/// The running platform.
+pub struct Platform {
+    /// The gateway's base URL: gRPC, gRPC-web and REST.
+    pub url: String,
+    /// The gateway's admin port.
+    pub admin_url: String,
+    /// An admin's API key (the development account).
+    pub admin: User,
+    /// A plain HTTP client.
+    pub http: reqwest::Client,
+    /// The gateway's variables naming its upstreams.
+    pub upstream_env: Vec<(&'static str, String)>,
+    gateway_shutdown: Shutdown,
+    gateway_task: Option<JoinHandle<std::io::Result<()>>>,
+    jobs_shutdown: Shutdown,
+    jobs_task: Option<JoinHandle<std::io::Result<()>>>,
+    services_shutdown: Shutdown,
+    _sim: easel_comfy_sim::SimHandle,
+    _artifacts: tempfile::TempDir,
+    _redis: TestRedis,
+    _databases: Vec<TestDatabase>,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.gateway_shutdown.trigger();
+        self.jobs_shutdown.trigger();
+        self.services_shutdown.trigger();
+    }
+}
+
+fn env_of(pairs: Vec<(String, String)>) -> Env {
+    Env::from_pairs(pairs)
+}
+
+fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+        .collect()
+}
+
+impl Platform {
+    /// The platform with default settings.
+    pub async fn start() -> Platform {
+        Platform::start_with(Options::default()).await
+    }
+
+    /// The platform with `options`.
+    pub async fn start_with(options: Options) -> Platform {
+        // Boxed: starting five services is a large future.
+        Box::pin(Platform::start_boxed(options)).await
+    }
+
+    async fn start_boxed(options: Options) -> Platform {
+        easel_runtime::install_crypto_provider();
+        let redis = TestRedis::new();
+        let (auth_db, jobs_db, storage_db) = tokio::join!(
+            TestDatabase::postgres(),
+            TestDatabase::postgres(),
+            TestDatabase::postgres()
+        );
+        let services_shutdown = Shutdown::new(Duration::from_secs(3));
+        let jobs_shutdown = services_shutdown.child();
+        let gateway_shutdown = services_shutdown.child();
+
+        let sim = easel_comfy_sim::spawn(easel_comfy_sim::SimConfig::default())
+            .await
+            .expect("the simulator starts");
+        let sim_url = format!("http://{}", sim.addr);
+
+        let auth = Listeners::ephemeral().await.expect("bind auth");
+        let jobs = Listeners::ephemeral().await.expect("bind jobs");
+        let storage = Listeners::ephemeral().await.expect("bind storage");
+        let bridge = Listeners::ephemeral().await.expect("bind bridge");
+        let gateway = Listeners::ephemeral().await.expect("bind gateway");
+        let url_of = |listeners: &Listeners| format!("http://{}", listeners.grpc_addr().unwrap());
+        let (auth_url, jobs_url, storage_url, bridge_url, gateway_url) = (
+            url_of(&auth),
+            url_of(&jobs),
+            url_of(&storage),
+            url_of(&bridge),
+            url_of(&gateway),
+        );
+        let storage_http = format!("http://{}", storage.admin_addr().unwrap());
+        let gateway_admin = format!("http://{}", gateway.admin_addr().unwrap());
+
+        // comfy-bridge in front of the simulator, with quick health checks.
+        let mut bridge_config =
+            easel_comfy_bridge::BridgeConfig::for_urls(&[sim_url]).expect("valid simulator URL");
+        bridge_config.health_interval = Duration::from_millis(100);
+        let bridge_config = easel_comfy_bridge::Config {
+            server: ServerConfig::ephemeral(),
+            telemetry: TelemetryConfig::quiet("comfy-bridge"),
+            bridge: bridge_config,
+        };
+        tokio::spawn(easel_comfy_bridge::run(
+            bridge_config,
+            bridge,
+            services_shutdown.clone(),
+        ));
+
+        // Storage on a local directory; its signed links point at the gateway.
+        let artifacts = tempfile::tempdir().expect("temp dir");
+        let mut storage_settings = easel_storage::StorageConfig::new(
+            easel_storage::BackendConfig::Local {
+                root: artifacts.path().join("artifacts"),
+            },
+            storage_db.url.clone(),
+        );
+        storage_settings.public_url = Some(gateway_url.parse().expect("gateway URL"));
+        let storage_config = easel_storage::Config {
+            server: ServerConfig::ephemeral(),
+            telemetry: TelemetryConfig::quiet("storage"),
+            storage: storage_settings,
+        };
+        tokio::spawn(easel_storage::run(
+            storage_config,
+            storage,
+            services_shutdown.clone(),
+        ));
+
+        // Auth, after its development account (an admin) exists.
+        let mut auth_pairs = owned(&[
+            ("EASEL_DATABASE_URL", auth_db.url.as_str()),
+            ("EASEL_REDIS_URL", redis.url.as_str()),
+            ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
+            ("EASEL_LOGIN_IP_ATTEMPTS_PER_MINUTE", "6000"),
+            ("EASEL_LOGIN_IP_ATTEMPTS_BURST", "1000"),
+        ]);
+        auth_pairs.extend(
+            options
+                .auth_env
+                .iter()
+                .map(|(name, value)| ((*name).to_string(), value.clone())),
+        );
+        let mut env = env_of(auth_pairs);
+        let mut auth_config = easel_auth::Config::from_env(&mut env);
+        env.finish().expect("valid auth configuration");
+        auth_config.server = ServerConfig::ephemeral();
+        auth_config.telemetry = TelemetryConfig::quiet("auth");
+        auth_config.auth.password_hashing = easel_auth::PasswordHashing::fast_for_tests();
+        let admin_key = easel_auth::generate_api_key();
+        let dev =
+            easel_auth::bootstrap_dev_account(&auth_config, "admin@gateway.test", Some(&admin_key))
+                .await
+                .expect("the admin account is made");
+        assert_eq!(dev.api_key.as_deref(), Some(admin_key.as_str()));
+        tokio::spawn(easel_auth::run(
+            auth_config,
+            auth,
+            services_shutdown.clone(),
+        ));
+
+        // Jobs: API and workers.
+        let mut env = env_of(owned(&[
+            ("EASEL_DATABASE_URL", jobs_db.url.as_str()),
+            ("EASEL_REDIS_URL", redis.url.as_str()),
+            ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
+            ("EASEL_JOBS_ROLE", "all"),
+            ("EASEL_BRIDGE_URL", bridge_url.as_str()),
+            ("EASEL_STORAGE_URL", storage_url.as_str()),
+            ("EASEL_AUTH_URL", auth_url.as_str()),
+            ("EASEL_WORKER_CONCURRENCY", "2"),
+            ("EASEL_CLAIM_BLOCK", "200ms"),
+        ]));
+        let mut jobs_config = easel_jobs::Config::from_env(&mut env);
+        env.finish().expect("valid jobs configuration");
+        jobs_config.server = ServerConfig::ephemeral();
+        jobs_config.telemetry = TelemetryConfig::quiet("jobs");
+        let jobs_task = tokio::spawn(easel_jobs::run(jobs_config, jobs, jobs_shutdown.clone()));
+
+        // The gateway.
+        let mut gateway_pairs = owned(&[
+            ("EASEL_AUTH_URL", auth_url.as_str()),
+            ("EASEL_JOBS_URL", jobs_url.as_str()),
+            ("EASEL_BRIDGE_URL", bridge_url.as_str()),
+            ("EASEL_STORAGE_HTTP_URL", storage_http.as_str()),
+            ("EASEL_STREAM_KEEPALIVE", "1s"),
+            ("EASEL_LOGIN_RATE_PER_MINUTE", "6000"),
+            ("EASEL_LOGIN_BURST", "1000"),
+        ]);
+        if !options.gateway_without_redis {
+            gateway_pairs.extend(owned(&[
+                ("EASEL_REDIS_URL", redis.url.as_str()),
+                ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
+            ]));
+        }
+        let overrides: HashMap<String, String> = options
+            .gateway_env
+            .iter()
+            .map(|(name, value)| ((*name).to_string(), value.clone()))
+            .collect();
+        gateway_pairs.retain(|(name, _)| !overrides.contains_key(name));
+        gateway_pairs.extend(overrides);
+        let mut env = env_of(gateway_pairs);
+        let mut gateway_config = easel_gateway::Config::from_env(&mut env);
+        env.finish().expect("valid gateway configuration");
+        // The listeners are bound already; limits and timeouts come from the variables.
+        gateway_config.server.shutdown_grace = Duration::from_secs(3);
+        gateway_config.telemetry = TelemetryConfig::quiet("gateway");
+        let gateway_task = tokio::spawn(easel_gateway::run(
+            gateway_config,
+            gateway,
+            gateway_shutdown.clone(),
+        ));
+
+        let platform = Platform {
+            url: gateway_url,
+            admin_url: gateway_admin,
+            admin: User {
+                id: String::new(),
+                api_key: admin_key,
+                email: "admin@gateway.test".into(),
+                password: String::new(),
+            },
+            upstream_env: vec![
+                ("EASEL_AUTH_URL", auth_url),
+                ("EASEL_JOBS_URL", jobs_url),
+                ("EASEL_BRIDGE_URL", bridge_url),
+                ("EASEL_STORAGE_HTTP_URL", storage_http),
+            ],
+            http: reqwest::Client::new(),
+            gateway_shutdown,
+            gateway_task: Some(gateway_task),
+            jobs_shutdown,
+            jobs_task: Some(jobs_task),
+            services_shutdown,
+            _sim: sim,
+            _artifacts: artifacts,
+            _redis: redis,
+            _databases: vec![auth_db, jobs_db, storage_db],
+        };
+        platform.wait_ready().await;
+        platform
+    }
+
+    /// Waits until the gateway reports ready (auth and jobs answer).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .is_ok_and(|response| response.status() == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the platform did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A gRPC channel to the gateway.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone())
+            .expect("gateway URL")
+            .connect()
+            .await
+            .expect("connects to the gateway")
+    }
+
+    /// The job API over gRPC.
+    pub async fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.channel().await)
+    }
+
+    /// The account API over gRPC.
+    pub async fn account(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.channel().await)
+    }
+
+    /// A new user of `tier` with an API key, made through the gateway: the admin creates
+    /// the user, who logs in and creates a key.
+    pub async fn user(&self, tier: Tier) -> User {
+        let email = format!("user-{}@gateway.test", uuid_like());
+        let password = format!("password-{}", uuid_like());
+        let mut account = self.account().await;
+        let created = account
+            .create_user(with_key(
+                CreateUserRequest {
+                    email: email.clone(),
+                    password: password.clone(),
+                    tier: tier as i32,
+                    role: Role::User as i32,
+                },
+                &self.admin.api_key,
+            ))
+            .await
+            .expect("CreateUser")
+            .into_inner();
+        let token = account
+            .login(LoginRequest {
+                email: email.clone(),
+                password: password.clone(),
+            })
+            .await
+            .expect("Login")
+            .into_inner()
+            .access_token
+            .expect("a token")
+            .token;
+        let mut request = tonic::Request::new(CreateApiKeyRequest {
+            name: "test".into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {token}")).expect("token metadata"),
+        );
+        let key = account
+            .create_api_key(request)
+            .await
+            .expect("CreateApiKey")
+            .into_inner();
+        User {
+            id: created.user.expect("a user").id,
+            api_key: key.secret,
+            email,
+            password,
+        }
+    }
+
+    /// Stops the jobs service and waits until it is down.
+    pub async fn stop_jobs(&mut self) {
+        self.jobs_shutdown.trigger();
+        if let Some(task) = self.jobs_task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+
+    /// Starts the gateway's graceful shutdown.
+    pub fn shut_down_gateway(&self) {
+        self.gateway_shutdown.trigger();
+    }
+
+    /// Waits until the gateway has drained and stopped.
+    pub async fn gateway_stopped(&mut self) -> std::io::Result<()> {
+        let task = self.gateway_task.take().expect("the gateway runs");
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the gateway stops within the wait")
+            .expect("the gateway task does not panic")
+    }
+
+    /// `POST /api/v1/jobs` with `body` as `api_key`.
+    pub async fn submit(&self, api_key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/jobs", self.url))
+            .header("x-api-key", api_key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/v1/jobs")
+    }
+
+    /// `GET path` as `api_key`: status and JSON body.
+    pub async fn get_json(&self, api_key: &str, path: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("x-api-key", api_key)
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Polls the job until it is terminal; returns it.
+    pub async fn wait_terminal(&self, api_key: &str, job_id: &str) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self
+                .get_json(api_key, &format!("/api/v1/jobs/{job_id}"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let job = body["job"].clone();
+            let state = job["status"].as_str().unwrap_or_default().to_string();
+            if [
+                "JOB_STATUS_SUCCEEDED",
+                "JOB_STATUS_FAILED",
+                "JOB_STATUS_CANCELLED",
+                "JOB_STATUS_EXPIRED",
+            ]
+            .contains(&state.as_str())
+            {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} is still {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `message` carrying `api_key` in `x-api-key`.
+pub fn with_key<T>(message: T, api_key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "x-api-key",
+        MetadataValue::try_from(api_key).expect("key metadata"),
+    );
+    request
+}
+
+/// A unique token for names.
+pub fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{nanos:x}{:x}{:x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A small, fast text-to-image request body.
+pub fn small_job(prompt: &str) -> serde_json::Value {
+    serde_json::json!({"prompt": prompt, "width": 64, "height": 64, "steps": 3})
+}
