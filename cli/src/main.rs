@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod output;
+mod up;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the whole platform in this process on its embedded defaults.
+    Up(up::UpArgs),
     /// Generates an image and writes it to a file.
     Generate(commands::generate::GenerateArgs),
     /// Lists, shows, cancels and watches jobs.
@@ -62,12 +65,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut clients = client::Clients::connect(&cli.url, cli.api_key.as_deref())?;
+    let connect = || client::Clients::connect(&cli.url, cli.api_key.as_deref());
     match cli.command {
-        Command::Generate(args) => commands::generate::run(&mut clients, args, cli.json).await,
-        Command::Jobs(command) => commands::jobs::run(&mut clients, command, cli.json).await,
-        Command::Models => commands::models::run(&mut clients, cli.json).await,
-        Command::Keys(command) => commands::keys::run(&mut clients, command, cli.json).await,
+        Command::Up(args) => up::run(args).await,
+        Command::Generate(args) => commands::generate::run(&mut connect()?, args, cli.json).await,
+        Command::Jobs(command) => commands::jobs::run(&mut connect()?, command, cli.json).await,
+        Command::Models => commands::models::run(&mut connect()?, cli.json).await,
+        Command::Keys(command) => commands::keys::run(&mut connect()?, command, cli.json).await,
     }
 }
 

@@ -1,0 +1,10 @@
+//! End-to-end tests: the platform's binaries as separate processes, driven over REST,
+//! WebSocket, SSE, gRPC, gRPC-web (from the wire format and from a real Chromium through a
+//! real Envoy) and the `easel` CLI.
+
+mod browser;
+mod errors;
+mod grpc;
+mod rest;
+mod trace;
+mod up;
