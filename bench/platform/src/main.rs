@@ -96,7 +96,7 @@ async fn services() -> anyhow::Result<bool> {
     let redis = TestRedis::new();
     let artifacts = dir.path().join("artifacts");
     let artifacts_url = format!("file://{}", artifacts.display());
-    let quiet = [("EASEL_LOG", "warn"), ("EASEL_ENVIRONMENT", "test")];
+    let quiet = [("EASEL_ENVIRONMENT", "test")];
     let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
         quiet
             .iter()
