@@ -5,7 +5,6 @@
 //! on the PATH.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use easel_proto::account::v1::Tier;
 use easel_proto::jobs::v1::GetJobRequest;
@@ -16,117 +15,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use easel_runtime::testing::Envoy;
+
 use crate::grpc_web;
 use crate::support::{Options, Platform, WAIT, small_job, with_key};
-
-fn envoy_binary() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("EASEL_TEST_ENVOY") {
-        return path.into();
-    }
-    if let Ok(home) = std::env::var("HOME") {
-        let path = std::path::Path::new(&home).join(".cache/easel-tools/envoy-venv/bin/envoy");
-        if path.exists() {
-            return path;
-        }
-    }
-    "envoy".into()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap()
-}
-
-/// deploy/envoy/envoy.yaml with every `# placeholder NAME` line's value replaced.
-fn render(values: &[(&str, String)]) -> String {
-    let template = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/envoy/envoy.yaml"),
-    )
-    .unwrap();
-    let mut replaced = 0;
-    let lines: Vec<String> = template
-        .lines()
-        .map(|line| {
-            for (name, value) in values {
-                if line.trim_end().ends_with(&format!("# placeholder {name}")) {
-                    let (key, _) = line.split_once(':').unwrap();
-                    replaced += 1;
-                    return format!("{key}: {value}");
-                }
-            }
-            line.to_string()
-        })
-        .collect();
-    assert_eq!(replaced, values.len(), "every placeholder is in the file");
-    lines.join("\n")
-}
-
-/// Envoy as a child process, killed on drop.
-struct Envoy {
-    _child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Envoy {
-    async fn start(gateway: SocketAddr) -> Envoy {
-        let (listen, admin) = (free_port(), free_port());
-        let config = render(&[
-            ("LISTEN_PORT", listen.to_string()),
-            ("ADMIN_PORT", admin.to_string()),
-            ("GATEWAY_ADDRESS", gateway.ip().to_string()),
-            ("GATEWAY_PORT", gateway.port().to_string()),
-        ]);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, config).unwrap();
-        let binary = envoy_binary();
-        let child = tokio::process::Command::new(&binary)
-            .arg("-c")
-            .arg(&path)
-            .args([
-                "--disable-hot-restart",
-                "--log-level",
-                "warn",
-                "--concurrency",
-                "1",
-            ])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!(
-                    "cannot start {} (run scripts/setup.sh or set EASEL_TEST_ENVOY): {error}",
-                    binary.display()
-                )
-            });
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ready = http
-                .get(format!("http://127.0.0.1:{admin}/ready"))
-                .send()
-                .await
-                .is_ok_and(|response| response.status() == 200);
-            if ready {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "Envoy did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Envoy {
-            _child: child,
-            _dir: dir,
-            url: format!("http://127.0.0.1:{listen}"),
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_passes_through_envoy() {
