@@ -6,25 +6,26 @@
 //! event sequence and appends the event, in one transaction, so the event log has no gap and
 //! no duplicate and a job is never moved twice from the same state.
 
+pub mod batch;
 pub mod entity;
 pub mod idempotency;
 pub mod migration;
 
 use std::path::Path;
 
-use easel_proto::jobs::v1::{JobEvent, JobStatus, job_event};
+use easel_proto::jobs::v1::{JobEvent, JobStatus, QueuePosition, job_event};
 use easel_runtime::db::DatabaseConfig;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
 pub use self::entity::job::{Column as JobColumn, Model as JobRow};
 use self::entity::{event, job};
 use crate::error::{JobsError, Result};
-use crate::model::{status_to_db, timestamp_ms};
+use crate::model::{is_terminal, status_from_db, status_to_db, timestamp_ms};
 
 /// Connects and brings the schema up to date. For SQLite, the file's directory is created.
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
@@ -66,7 +67,8 @@ fn event_kind_name(kind: &job_event::Kind) -> &'static str {
     }
 }
 
-fn event_row(event: &JobEvent, time_ms: i64) -> Result<event::Model> {
+/// An event as its table row.
+pub fn event_row(event: &JobEvent, time_ms: i64) -> Result<event::Model> {
     let kind = event
         .kind
         .as_ref()
@@ -182,6 +184,111 @@ pub async fn queue_position(db: &DatabaseConnection, row: &JobRow) -> Result<u64
     Ok(ahead + 1)
 }
 
+/// The queue positions (1 = next) of those of `ids` that are PENDING, in one pass over the
+/// PENDING jobs ranked as [`queue_position`] counts them.
+pub async fn queue_positions(
+    db: &DatabaseConnection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, u64>> {
+    if ids.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let backend = db.get_database_backend();
+    let placeholder = |index: usize| match backend {
+        sea_orm::DbBackend::Postgres => format!("${index}"),
+        _ => "?".to_string(),
+    };
+    let list: Vec<String> = (2..ids.len() + 2).map(placeholder).collect();
+    let sql = format!(
+        "SELECT id, position FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY priority DESC, id) \
+         AS position FROM jobs WHERE status = {}) ranked WHERE id IN ({})",
+        placeholder(1),
+        list.join(", ")
+    );
+    let mut values: Vec<sea_orm::Value> = vec![status_to_db(JobStatus::Pending).into()];
+    values.extend(ids.iter().map(|id| id.clone().into()));
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: String = row.try_get("", "id")?;
+            let position: i64 = row.try_get("", "position")?;
+            Ok((id, u64::try_from(position).unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// Records new queue positions of PENDING jobs as events, in one transaction: each job whose
+/// recorded position differs (another replica may have recorded it already) gets its next
+/// sequence number and a `queue_position` event. Returns the stored events.
+pub async fn record_positions(
+    db: &DatabaseConnection,
+    positions: &[(String, QueuePosition)],
+    now_ms: i64,
+) -> Result<Vec<JobEvent>> {
+    use sea_orm::sea_query::{CaseStatement, Query};
+    if positions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new_position = || {
+        positions
+            .iter()
+            .fold(CaseStatement::new(), |case, (id, position)| {
+                case.case(
+                    Expr::col(job::Column::Id).eq(id.as_str()),
+                    i32::try_from(position.position).unwrap_or(i32::MAX),
+                )
+            })
+            .finally(Expr::col(job::Column::QueuePosition))
+    };
+    let mut update = Query::update();
+    update
+        .table(job::Entity)
+        .value(job::Column::Seq, Expr::col(job::Column::Seq).add(1))
+        .value(job::Column::QueuePosition, new_position())
+        .and_where(job::Column::Id.is_in(positions.iter().map(|(id, _)| id.as_str())))
+        .and_where(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
+        .cond_where(
+            Condition::any()
+                .add(job::Column::QueuePosition.is_null())
+                .add(Expr::col(job::Column::QueuePosition).ne(new_position())),
+        )
+        .returning(Query::returning().columns([job::Column::Id, job::Column::Seq]));
+    let txn = db.begin().await?;
+    let updated = txn.query_all(&update).await?;
+    let by_id: std::collections::HashMap<&str, &QueuePosition> = positions
+        .iter()
+        .map(|(id, position)| (id.as_str(), position))
+        .collect();
+    let mut stored = Vec::with_capacity(updated.len());
+    for row in updated {
+        let id: String = row.try_get("", "id")?;
+        let seq: i64 = row.try_get("", "seq")?;
+        if let Some(position) = by_id.get(id.as_str()) {
+            stored.push(JobEvent {
+                job_id: id,
+                seq: u64::try_from(seq).unwrap_or_default(),
+                time: Some(timestamp_ms(now_ms)),
+                kind: Some(job_event::Kind::QueuePosition(**position)),
+            });
+        }
+    }
+    if !stored.is_empty() {
+        let rows = stored
+            .iter()
+            .map(|event| event_row(event, now_ms).map(IntoActiveModel::into_active_model))
+            .collect::<Result<Vec<_>>>()?;
+        event::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(stored)
+}
+
 /// Run times (ms) of the latest `limit` SUCCEEDED jobs, for ETAs.
 pub async fn recent_run_times(db: &DatabaseConnection, limit: u64) -> Result<Vec<i64>> {
     let rows: Vec<(Option<i64>, Option<i64>)> = job::Entity::find()
@@ -217,9 +324,12 @@ pub async fn events_after(
         .await?;
     rows.into_iter()
         .map(|row| {
-            serde_json::from_str::<JobEvent>(&row.payload).map_err(|error| {
+            let mut event = serde_json::from_str::<JobEvent>(&row.payload).map_err(|error| {
                 JobsError::Internal(format!("event {} of {}: {error}", row.seq, row.job_id))
-            })
+            })?;
+            // The column is the number's record.
+            event.seq = u64::try_from(row.seq).unwrap_or_default();
+            Ok(event)
         })
         .collect()
 }
@@ -256,6 +366,12 @@ impl Guard {
         }
     }
 
+    /// Whether a job this guard admits is live (PENDING or RUNNING), so that a terminal
+    /// status written under it ends a live job.
+    fn may_end_a_live_job(&self) -> bool {
+        !self.statuses.iter().any(|status| is_terminal(*status))
+    }
+
     fn condition(&self) -> Condition {
         let mut states = Condition::any().add(
             job::Column::Status.is_in(self.statuses.iter().map(|status| status_to_db(*status))),
@@ -289,41 +405,89 @@ pub async fn transition(
     event: Option<job_event::Kind>,
     now_ms: i64,
 ) -> Result<Option<(JobRow, Option<JobEvent>)>> {
-    let txn = db.begin().await?;
+    let events = event.into_iter().collect();
+    Ok(
+        transition_with_events(db, job_id, guard, changes, events, now_ms)
+            .await?
+            .map(|(row, events)| (row, events.into_iter().next())),
+    )
+}
+
+/// The updated row of a guarded update, with `RETURNING` where the backend has it.
+async fn update_returning<C: ConnectionTrait>(
+    db: &C,
+    job_id: &str,
+    update: sea_orm::UpdateMany<job::Entity>,
+) -> Result<Option<JobRow>> {
+    if db.support_returning() {
+        return Ok(update.exec_with_returning(db).await?.into_iter().next());
+    }
+    if update.exec(db).await?.rows_affected == 0 {
+        return Ok(None);
+    }
+    Ok(job::Entity::find_by_id(job_id.to_string()).one(db).await?)
+}
+
+/// [`transition`] with any number of events, numbered in order under consecutive sequence
+/// numbers and stored in the same transaction (one commit for a job's outputs and its final
+/// status). An update without events or a status change is a single statement. A move from a
+/// live status to a terminal one also releases the owner's concurrent-job count.
+pub async fn transition_with_events(
+    db: &DatabaseConnection,
+    job_id: &str,
+    guard: &Guard,
+    changes: Vec<(job::Column, SimpleExpr)>,
+    events: Vec<job_event::Kind>,
+    now_ms: i64,
+) -> Result<Option<(JobRow, Vec<JobEvent>)>> {
     let mut update = job::Entity::update_many()
         .col_expr(job::Column::UpdatedAtMs, Expr::value(now_ms))
         .filter(job::Column::Id.eq(job_id))
         .filter(guard.condition());
-    if event.is_some() {
-        update = update.col_expr(job::Column::Seq, Expr::col(job::Column::Seq).add(1));
+    if !events.is_empty() {
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        update = update.col_expr(job::Column::Seq, Expr::col(job::Column::Seq).add(count));
     }
+    let sets_status = changes
+        .iter()
+        .any(|(column, _)| matches!(column, job::Column::Status));
     for (column, value) in changes {
         update = update.col_expr(column, value);
     }
-    if update.exec(&txn).await?.rows_affected == 0 {
+    if events.is_empty() && !sets_status {
+        return Ok(update_returning(db, job_id, update)
+            .await?
+            .map(|row| (row, Vec::new())));
+    }
+    let releases_owner = guard.may_end_a_live_job();
+    let txn = db.begin().await?;
+    let Some(row) = update_returning(&txn, job_id, update).await? else {
         txn.rollback().await?;
         return Ok(None);
-    }
-    let row = job::Entity::find_by_id(job_id.to_string())
-        .one(&txn)
-        .await?
-        .ok_or_else(|| JobsError::Internal(format!("job {job_id} vanished in a transaction")))?;
-    let stored = match event {
-        Some(kind) => {
-            let event = JobEvent {
-                job_id: job_id.to_string(),
-                seq: u64::try_from(row.seq).unwrap_or_default(),
-                time: Some(timestamp_ms(now_ms)),
-                kind: Some(kind),
-            };
-            event_row(&event, now_ms)?
-                .into_active_model()
-                .insert(&txn)
-                .await?;
-            Some(event)
-        }
-        None => None,
     };
+    let first_seq = u64::try_from(row.seq).unwrap_or_default() + 1 - events.len() as u64;
+    let stored: Vec<JobEvent> = events
+        .into_iter()
+        .enumerate()
+        .map(|(index, kind)| JobEvent {
+            job_id: job_id.to_string(),
+            seq: first_seq + index as u64,
+            time: Some(timestamp_ms(now_ms)),
+            kind: Some(kind),
+        })
+        .collect();
+    if !stored.is_empty() {
+        let rows = stored
+            .iter()
+            .map(|event| event_row(event, now_ms).map(IntoActiveModel::into_active_model))
+            .collect::<Result<Vec<_>>>()?;
+        event::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    if releases_owner && is_terminal(status_from_db(row.status)) {
+        batch::job_ended(&txn, &row.owner).await?;
+    }
     txn.commit().await?;
     Ok(Some((row, stored)))
 }

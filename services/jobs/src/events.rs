@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use easel_proto::jobs::v1::JobEvent;
+use easel_proto::jobs::v1::{JobEvent, job_event};
 use futures::StreamExt;
 use prost::Message;
 use redis::aio::ConnectionManager;
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 /// Messages per job a slow watcher may fall behind before it resyncs from the table.
@@ -47,6 +47,8 @@ enum Publisher {
 pub struct EventHub {
     channels: Mutex<HashMap<String, broadcast::Sender<HubMessage>>>,
     publisher: Publisher,
+    /// Signalled when a job anywhere in the deployment changes status (the queue may have moved).
+    queue_moved: Notify,
 }
 
 /// A watcher's live feed of one job; leaving drops the job's channel when it was the last.
@@ -58,6 +60,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The job followed.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     /// The next message; a watcher that fell behind gets [`HubMessage::Resync`]. `None` when
     /// the hub is gone.
     pub async fn recv(&mut self) -> Option<HubMessage> {
@@ -89,6 +96,7 @@ impl EventHub {
         Arc::new(EventHub {
             channels: Mutex::new(HashMap::new()),
             publisher: Publisher::Local,
+            queue_moved: Notify::new(),
         })
     }
 
@@ -111,6 +119,7 @@ impl EventHub {
                 connection,
                 channel: channel.clone(),
             },
+            queue_moved: Notify::new(),
         });
         // Subscribe before returning so no event published after this is missed.
         let mut pubsub = client.get_async_pubsub().await?;
@@ -212,12 +221,63 @@ impl EventHub {
         }
     }
 
+    /// Publishes stored events in order, in one round trip to Redis.
+    pub async fn publish_all(&self, events: &[JobEvent]) {
+        match (&self.publisher, events) {
+            (_, []) => {}
+            (_, [event]) => self.publish(event).await,
+            (Publisher::Local, _) => {
+                for event in events {
+                    self.dispatch(Arc::new(event.clone()));
+                }
+            }
+            (
+                Publisher::Redis {
+                    connection,
+                    channel,
+                },
+                _,
+            ) => {
+                let mut pipe = redis::pipe();
+                for event in events {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(event.encode_to_vec())
+                        .ignore();
+                }
+                let mut connection = connection.clone();
+                let sent: Result<(), _> = pipe.query_async(&mut connection).await;
+                if let Err(error) = sent {
+                    tracing::warn!(error = %error, "publishing job events failed");
+                    for event in events {
+                        self.resync_job(&event.job_id);
+                    }
+                }
+            }
+        }
+    }
+
     /// Jobs watched in this process right now.
     pub fn watched_jobs(&self) -> usize {
         self.lock().len()
     }
 
+    /// The ids of the jobs watched in this process right now.
+    pub fn watched_job_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Waits until a job changes status somewhere in the deployment (at once if one did since
+    /// the last wait).
+    pub async fn queue_moved(&self) {
+        self.queue_moved.notified().await;
+    }
+
     fn dispatch(&self, event: Arc<JobEvent>) {
+        // Any status change can move the queue: a job starting or ending, or one coming back.
+        if let Some(job_event::Kind::StatusChange(_)) = &event.kind {
+            self.queue_moved.notify_one();
+        }
         if let Some(sender) = self.lock().get(&event.job_id) {
             let _ = sender.send(HubMessage::Event(event));
         }

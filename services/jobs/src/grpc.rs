@@ -1,17 +1,31 @@
 //! `easel.jobs.internal.v1.InternalJobService`: thin handlers from proto to [`Jobs`] and back.
+//!
+//! [`service`] is what the server mounts: the generated service, except that `WatchJob`
+//! streams are encoded with a small initial buffer. tonic's default reserves 8 KiB per call
+//! for its whole life, which for thousands of long-lived watch streams of small events is most
+//! of their memory.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use easel_proto::jobs::internal::v1::internal_job_service_server::InternalJobService;
+use easel_proto::jobs::internal::v1::internal_job_service_server::{
+    InternalJobService, InternalJobServiceServer, SERVICE_NAME,
+};
 use easel_proto::jobs::internal::v1::{
     CancelJobRequest, GetJobRequest, ListJobsRequest, SubmitJobRequest, WatchJobRequest,
 };
 use easel_proto::jobs::v1::{
     CancelJobResponse, GetJobResponse, JobStatus, ListJobsResponse, SubmitJobResponse,
+    WatchJobResponse,
 };
+use futures::future::BoxFuture;
+use tonic::codec::{BufferSettings, Codec};
+use tonic::server::{NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use crate::error::JobsError;
 use crate::model::{Caller, JobId};
@@ -146,6 +160,86 @@ impl InternalJobService for JobApi {
             request.after_seq,
         )
         .await?;
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(stream))
+    }
+}
+
+/// The gRPC path of `WatchJob`.
+const WATCH_PATH: &str = "/easel.jobs.internal.v1.InternalJobService/WatchJob";
+/// The first size of a watch stream's encode buffer; it grows by this much when a message
+/// needs more (a snapshot with many outputs).
+const WATCH_BUFFER: usize = 256;
+
+/// The service to mount: the generated one, with `WatchJob` served by [`WatchMethod`].
+#[derive(Clone, Debug)]
+pub struct JobsService {
+    generated: InternalJobServiceServer<JobApi>,
+    api: Arc<JobApi>,
+}
+
+/// The service for `jobs`.
+pub fn service(jobs: Arc<Jobs>) -> JobsService {
+    let api = JobApi::new(jobs);
+    JobsService {
+        generated: InternalJobServiceServer::new(api.clone()),
+        api: Arc::new(api),
+    }
+}
+
+impl NamedService for JobsService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for JobsService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() == WATCH_PATH {
+            let method = WatchMethod(self.api.clone());
+            return Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(WatchCodec);
+                Ok(grpc.server_streaming(method, request).await)
+            });
+        }
+        self.generated.call(request)
+    }
+}
+
+/// `WatchJob` through [`JobApi`].
+struct WatchMethod(Arc<JobApi>);
+
+impl ServerStreamingService<WatchJobRequest> for WatchMethod {
+    type Response = WatchJobResponse;
+    type ResponseStream = WatchResponseStream;
+    type Future = BoxFuture<'static, Result<Response<WatchResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<WatchJobRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.watch_job(request).await })
+    }
+}
+
+/// The protobuf codec with a small encode buffer.
+#[derive(Clone, Copy, Debug, Default)]
+struct WatchCodec;
+
+impl Codec for WatchCodec {
+    type Encode = WatchJobResponse;
+    type Decode = WatchJobRequest;
+    type Encoder = ProstEncoder<WatchJobResponse>;
+    type Decoder = ProstDecoder<WatchJobRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(BufferSettings::new(WATCH_BUFFER, 32 * 1024))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(BufferSettings::default())
     }
 }

@@ -18,9 +18,11 @@ pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod model;
+pub mod positions;
 pub mod queue;
 pub mod reconciler;
 pub mod service;
+pub mod submit;
 pub mod validate;
 pub mod watch;
 pub mod worker;
@@ -30,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use easel_proto::bridge::v1::ListBackendsRequest;
-use easel_proto::jobs::internal::v1::internal_job_service_server::InternalJobServiceServer;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
 use easel_runtime::grpc::GrpcServer;
@@ -177,8 +178,9 @@ pub async fn run_with_clock(
             shutdown.clone(),
         )));
     }
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
-        .add_service(InternalJobServiceServer::new(grpc::JobApi::new(jobs)));
+    // Watchers of PENDING jobs are served by every role that serves the API.
+    background.push(tokio::spawn(positions::run(jobs.clone(), shutdown.clone())));
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server).add_service(grpc::service(jobs));
     let served =
         easel_runtime::service::serve(grpc, readiness, axum::Router::new(), listeners, shutdown)
             .await;

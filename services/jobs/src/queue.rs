@@ -82,6 +82,16 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// Adds a message, visible after `delay`.
     async fn enqueue(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError>;
 
+    /// Adds messages visible now, in order (backends do it in one round trip), and answers
+    /// how many entries then wait for a worker per priority class (index = class), for the
+    /// new jobs' queue positions.
+    async fn enqueue_many(&self, messages: &[QueueMessage]) -> Result<Vec<u64>, QueueError> {
+        for message in messages {
+            self.enqueue(message, Duration::ZERO).await?;
+        }
+        self.depth().await
+    }
+
     /// Claims the next entry for `consumer`: a reclaimed one idle past the visibility timeout
     /// first, else a new one chosen by weighted priority; waits up to `block` for one.
     async fn claim(&self, consumer: &str, block: Duration) -> Result<Option<Delivery>, QueueError>;

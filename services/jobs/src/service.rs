@@ -1,10 +1,11 @@
 //! The job API's logic behind the gRPC handlers: submit (validation, quotas, idempotency,
 //! insert, enqueue), read, list, cancel, and rendering a record as the public `Job`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, TimeZone, Utc};
+use chrono::Utc;
 use easel_proto::bridge::v1::InterruptRequest;
 use easel_proto::jobs::v1::{
     Job, JobError, JobEvent, JobMetadata, JobOutput, JobSpec, JobStatus, Progress, StatusChange,
@@ -14,7 +15,7 @@ use sea_orm::DatabaseConnection;
 use sea_orm::sea_query::Expr;
 
 use crate::clients::Clients;
-use crate::db::{self, Guard, JobColumn, JobRow, idempotency};
+use crate::db::{self, Guard, JobColumn, JobRow};
 use crate::error::{JobsError, Result};
 use crate::events::EventHub;
 use crate::model::{
@@ -22,12 +23,10 @@ use crate::model::{
     timestamp_ms,
 };
 use crate::queue::{JobQueue, QueueMessage, priority_class};
+use crate::submit::{Accepted, Submission, Submitter};
 use crate::validate::validate_submit;
 
-/// How long an idempotency key protects a request.
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// A key whose first request has not finished after this long was abandoned (crash).
-const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+pub use crate::submit::IDEMPOTENCY_TTL;
 
 /// Settings of the API side.
 #[derive(Clone, Debug)]
@@ -55,8 +54,24 @@ pub struct Jobs {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub settings: ApiSettings,
+    submitter: Submitter,
     eta: Mutex<Option<(Instant, Option<Duration>)>>,
+    snapshots: Mutex<HashMap<String, CachedSnapshot>>,
 }
+
+/// A rendered job shared by the watches that open on it at about the same time.
+#[derive(Debug)]
+struct CachedSnapshot {
+    seq: i64,
+    at: Instant,
+    job: Arc<Job>,
+}
+
+/// How long a rendered snapshot serves new watches of an unchanged job (its queue position
+/// may be this old; position events correct it).
+const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+/// Jobs whose snapshots are kept at most.
+const SNAPSHOT_CACHE: usize = 1024;
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|error| JobsError::Internal(error.to_string()))
@@ -98,6 +113,7 @@ impl Jobs {
         settings: ApiSettings,
     ) -> Jobs {
         Jobs {
+            submitter: Submitter::start(db.clone(), queue.clone(), clients.clone()),
             db,
             queue,
             hub,
@@ -105,104 +121,73 @@ impl Jobs {
             clock,
             settings,
             eta: Mutex::new(None),
+            snapshots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The job as a watch's first message: rendered once for the watches that open on an
+    /// unchanged job within a second (thousands of watchers of one job cost one render).
+    pub async fn snapshot(&self, row: &JobRow) -> Result<Job> {
+        let cached = {
+            let snapshots = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            snapshots
+                .get(&row.id)
+                .filter(|cached| cached.seq == row.seq && cached.at.elapsed() < SNAPSHOT_TTL)
+                .map(|cached| cached.job.clone())
+        };
+        if let Some(job) = cached {
+            return Ok(job.as_ref().clone());
+        }
+        let job = self.render(row).await?;
+        let mut snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if snapshots.len() >= SNAPSHOT_CACHE {
+            snapshots.retain(|_, cached| cached.at.elapsed() < SNAPSHOT_TTL);
+        }
+        if snapshots.len() < SNAPSHOT_CACHE {
+            snapshots.insert(
+                row.id.clone(),
+                CachedSnapshot {
+                    seq: row.seq,
+                    at: Instant::now(),
+                    job: Arc::new(job.clone()),
+                },
+            );
+        }
+        Ok(job)
     }
 
     /// Accepts a job, or returns the one an earlier request with the same idempotency key made
-    /// (`true` = replayed).
+    /// (`true` = replayed). The write is grouped with concurrent submits ([`crate::submit`]).
     pub async fn submit(&self, caller: &Caller, request: &SubmitJobRequest) -> Result<(Job, bool)> {
         let validated = validate_submit(request, &caller.limits, rand::random::<u64>)?;
         let now = self.clock.now();
-        let job_id = JobId::new();
-        if let Some(key) = &validated.idempotency_key {
-            let row = idempotency::new_row(
-                &caller.user_id,
-                key,
-                &validated.request_hash,
-                job_id.as_str(),
-                millis(now),
-                i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX),
-            );
-            match idempotency::take(&self.db, row.clone()).await? {
-                idempotency::Taken::Fresh => {}
-                idempotency::Taken::Existing(existing) => {
-                    let expired = existing.expires_at_ms <= millis(now);
-                    let abandoned = !existing.completed
-                        && millis(now) - existing.created_at_ms
-                            > i64::try_from(ABANDONED_AFTER.as_millis()).unwrap_or(i64::MAX);
-                    if !expired && existing.request_hash != validated.request_hash {
-                        return Err(JobsError::IdempotencyKeyReused);
-                    }
-                    if !expired && existing.completed {
-                        let row =
-                            db::find_for_owner(&self.db, &caller.user_id, &existing.job_id).await?;
-                        return Ok((self.render(&row).await?, true));
-                    }
-                    if !(expired || abandoned)
-                        || !idempotency::replace(&self.db, &existing, row).await?
-                    {
-                        return Err(JobsError::IdempotencyKeyInFlight);
-                    }
-                }
+        let submission = self.submission(caller, &validated, &JobId::new(), now)?;
+        match self.submitter.submit(submission).await? {
+            Accepted::Created { row, position } => {
+                tracing::info!(job_id = %row.id, owner = %row.owner, priority = row.priority, "job accepted");
+                Ok((self.render_at(&row, position).await?, false))
+            }
+            Accepted::Replayed { job_id } => {
+                let row = db::find_for_owner(&self.db, &caller.user_id, &job_id).await?;
+                Ok((self.render(&row).await?, true))
             }
         }
-        let created = self.create(caller, &validated, &job_id, now).await;
-        if let Some(key) = &validated.idempotency_key {
-            match &created {
-                Ok(_) => {
-                    idempotency::complete(&self.db, &caller.user_id, key, job_id.as_str()).await?
-                }
-                Err(_) => {
-                    idempotency::release(&self.db, &caller.user_id, key, job_id.as_str()).await?;
-                }
-            }
-        }
-        let row = created?;
-        metrics::counter!(crate::metrics::SUBMITTED).increment(1);
-        self.clients.record_usage(&caller.user_id, 1, 0.0);
-        tracing::info!(job_id = %row.id, owner = %row.owner, priority = row.priority, "job accepted");
-        Ok((self.render(&row).await?, false))
     }
 
-    async fn check_quotas(&self, caller: &Caller, now: chrono::DateTime<Utc>) -> Result<()> {
-        let limits = &caller.limits;
-        if limits.concurrent_jobs > 0
-            && db::count_active(&self.db, &caller.user_id).await?
-                >= u64::from(limits.concurrent_jobs)
-        {
-            return Err(JobsError::QuotaExhausted {
-                limit: "concurrent_jobs",
-                value: limits.concurrent_jobs,
-                retry_after: Some(Duration::from_secs(5)),
-            });
-        }
-        if limits.jobs_per_day > 0 {
-            let midnight = Utc
-                .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
-                .single()
-                .unwrap_or(now);
-            if db::count_created_since(&self.db, &caller.user_id, millis(midnight)).await?
-                >= u64::from(limits.jobs_per_day)
-            {
-                let next = midnight + chrono::Duration::days(1);
-                return Err(JobsError::QuotaExhausted {
-                    limit: "jobs_per_day",
-                    value: limits.jobs_per_day,
-                    retry_after: (next - now).to_std().ok(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    async fn create(
+    /// The job a submit makes, ready to be written.
+    fn submission(
         &self,
         caller: &Caller,
         validated: &crate::validate::Validated,
         job_id: &JobId,
         now: chrono::DateTime<Utc>,
-    ) -> Result<JobRow> {
-        self.check_quotas(caller, now).await?;
+    ) -> Result<Submission> {
         let trace = easel_runtime::telemetry::propagation::current_context_map();
         let trace_id =
             easel_runtime::telemetry::propagation::current_trace_id().unwrap_or_default();
@@ -236,24 +221,26 @@ impl Jobs {
             lease_owner: None,
             lease_expires_ms: None,
             seq: 1,
+            queue_position: None,
         };
-        db::insert_job(
-            &self.db,
-            row.clone(),
-            status_event(JobStatus::Pending, None, 0, ""),
-        )
-        .await?;
-        let message = QueueMessage {
+        let first = JobEvent {
             job_id: row.id.clone(),
-            priority,
-            trace,
-            enqueued_at_ms: millis(now),
+            seq: 1,
+            time: Some(timestamp_ms(row.created_at_ms)),
+            kind: Some(status_event(JobStatus::Pending, None, 0, "")),
         };
-        // The record is durable: if the queue is down, the reconciler enqueues the job later.
-        if let Err(error) = self.queue.enqueue(&message, Duration::ZERO).await {
-            tracing::warn!(job_id = %row.id, error = %error, "enqueue failed; the reconciler will retry");
-        }
-        Ok(row)
+        Ok(Submission {
+            first_event: db::event_row(&first, row.created_at_ms)?,
+            message: QueueMessage {
+                job_id: row.id.clone(),
+                priority,
+                trace,
+                enqueued_at_ms: millis(now),
+            },
+            row,
+            limits: caller.limits,
+            now,
+        })
     }
 
     /// One of the caller's jobs.
@@ -353,13 +340,17 @@ impl Jobs {
 
     /// The average recent run time, refreshed at most every 10 s.
     async fn average_run_time(&self) -> Option<Duration> {
-        if let Some((at, value)) = *self
-            .eta
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            && at.elapsed() < Duration::from_secs(10)
         {
-            return value;
+            let mut eta = self
+                .eta
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match *eta {
+                Some((at, value)) if at.elapsed() < Duration::from_secs(10) => return value,
+                // One caller refreshes; the others answer with the old value meanwhile.
+                Some((_, value)) => *eta = Some((Instant::now(), value)),
+                None => {}
+            }
         }
         let times = db::recent_run_times(&self.db, 50).await.unwrap_or_default();
         let value = (!times.is_empty()).then(|| {
@@ -373,8 +364,23 @@ impl Jobs {
         value
     }
 
+    /// When a PENDING job at `position` should be done: the rounds of the deployment's
+    /// parallelism ahead of it, plus its own, at the recent average run time.
+    pub async fn pending_eta(&self, position: u64) -> Option<pbjson_types::Duration> {
+        let average = self.average_run_time().await?;
+        let rounds = (position.saturating_sub(1)) / u64::from(self.settings.parallelism.max(1)) + 1;
+        Some(proto_duration(
+            average * u32::try_from(rounds).unwrap_or(u32::MAX),
+        ))
+    }
+
     /// The record as the public `Job`: queue position and ETA while pending, signed links.
     pub async fn render(&self, row: &JobRow) -> Result<Job> {
+        self.render_at(row, None).await
+    }
+
+    /// [`Jobs::render`] with the queue position when it is known already.
+    pub async fn render_at(&self, row: &JobRow, position: Option<u64>) -> Result<Job> {
         let status = status_from_db(row.status);
         let mut job = Job {
             id: row.id.clone(),
@@ -405,16 +411,12 @@ impl Jobs {
         }
         match status {
             JobStatus::Pending => {
-                let position = db::queue_position(&self.db, row).await?;
+                let position = match position {
+                    Some(position) => position,
+                    None => db::queue_position(&self.db, row).await?,
+                };
                 job.queue_position = u32::try_from(position).unwrap_or(u32::MAX);
-                if let Some(average) = self.average_run_time().await {
-                    let rounds = (position.saturating_sub(1))
-                        / u64::from(self.settings.parallelism.max(1))
-                        + 1;
-                    job.eta = Some(proto_duration(
-                        average * u32::try_from(rounds).unwrap_or(u32::MAX),
-                    ));
-                }
+                job.eta = self.pending_eta(position).await;
             }
             JobStatus::Running => {
                 if let (Some(average), Some(started)) =

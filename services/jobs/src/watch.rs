@@ -1,33 +1,43 @@
-//! `WatchJob`: the snapshot, then every event in sequence, ending after a terminal status.
+//! `WatchJob`: the snapshot, then every event in sequence (queue positions while PENDING
+//! included, see [`crate::positions`]), ending after a terminal status.
 //!
 //! The watcher subscribes to the live feed before it reads anything, so nothing published
 //! after the read is missed; it numbers what it sent and reads any gap (or a resync after a
 //! lost subscription) from the `job_events` table, so it never skips or repeats an event.
+//!
+//! A watch is a stream, not a task: a parked watcher is one small state machine waiting on its
+//! job's shared channel (a few hundred bytes), and the database is only touched to catch up.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use easel_proto::jobs::v1::{JobEvent, JobStatus, WatchJobResponse, job_event};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use futures::Stream;
 
 use crate::db;
 use crate::error::{JobsError, Result};
-use crate::events::HubMessage;
-use crate::model::{Caller, is_terminal, status_from_db, timestamp};
+use crate::events::{HubMessage, Subscription};
+use crate::model::{Caller, is_terminal, timestamp};
 use crate::service::{Jobs, parse_job_id};
 
 /// The stream a watch answers with.
-pub type WatchStream = ReceiverStream<std::result::Result<WatchJobResponse, tonic::Status>>;
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = std::result::Result<WatchJobResponse, tonic::Status>> + Send>>;
 
 /// Events read from the table per query.
 const PAGE: u64 = 500;
 
-fn ends_the_stream(event: &JobEvent) -> bool {
-    matches!(
-        &event.kind,
-        Some(job_event::Kind::StatusChange(change))
-            if is_terminal(JobStatus::try_from(change.status).unwrap_or(JobStatus::Unspecified))
-    )
+fn status_of(event: &JobEvent) -> Option<JobStatus> {
+    match &event.kind {
+        Some(job_event::Kind::StatusChange(change)) => {
+            Some(JobStatus::try_from(change.status).unwrap_or(JobStatus::Unspecified))
+        }
+        Some(job_event::Kind::Snapshot(job)) => {
+            Some(JobStatus::try_from(job.status).unwrap_or(JobStatus::Unspecified))
+        }
+        _ => None,
+    }
 }
 
 /// Starts watching one of the caller's jobs after `after_seq` (0 = snapshot first).
@@ -38,7 +48,7 @@ pub async fn watch(
     after_seq: u64,
 ) -> Result<WatchStream> {
     let id = parse_job_id(job_id)?;
-    let mut subscription = jobs.hub.subscribe(id.as_str());
+    let subscription = jobs.hub.subscribe(id.as_str());
     let row = db::find_for_owner(&jobs.db, &caller.user_id, id.as_str()).await?;
     let last_seq = u64::try_from(row.seq).unwrap_or_default();
     if after_seq > last_seq {
@@ -47,109 +57,117 @@ pub async fn watch(
             format!("the job's last event is {last_seq}"),
         ));
     }
-    let (sender, receiver) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut watcher = Watcher {
-            jobs,
-            sender,
-            owner: row.owner.clone(),
+    let mut watcher = Watcher {
+        subscription,
+        owner: row.owner.clone(),
+        last: after_seq,
+        queue: VecDeque::new(),
+        more: after_seq < last_seq,
+        done: false,
+        jobs,
+    };
+    if after_seq == 0 {
+        let snapshot = watcher.jobs.snapshot(&row).await?;
+        let time = Some(timestamp(watcher.jobs.clock.now()));
+        watcher.push(Box::new(JobEvent {
             job_id: row.id.clone(),
-            last: after_seq,
-        };
-        let result: Result<bool> = async {
-            if after_seq == 0 {
-                let snapshot = watcher.jobs.render(&row).await?;
-                let done = is_terminal(status_from_db(row.status));
-                let event = JobEvent {
-                    job_id: row.id.clone(),
-                    seq: last_seq,
-                    time: Some(timestamp(watcher.jobs.clock.now())),
-                    kind: Some(job_event::Kind::Snapshot(snapshot)),
-                };
-                if !watcher.send(event).await || done {
-                    return Ok(true);
-                }
-                watcher.last = last_seq;
-            } else if watcher.catch_up().await? {
-                return Ok(true);
-            }
-            loop {
-                let message = tokio::select! {
-                    () = watcher.sender.closed() => return Ok(true),
-                    message = subscription.recv() => message,
-                };
-                match message {
-                    None => return Ok(true),
-                    Some(HubMessage::Resync) => {
-                        if watcher.catch_up().await? {
-                            return Ok(true);
-                        }
-                    }
-                    Some(HubMessage::Event(event)) => {
-                        if event.seq <= watcher.last {
-                            continue;
-                        }
-                        if event.seq == watcher.last + 1 {
-                            let done = ends_the_stream(&event);
-                            if !watcher.send(event.as_ref().clone()).await || done {
-                                return Ok(true);
-                            }
-                        } else if watcher.catch_up().await? {
-                            return Ok(true);
-                        }
-                    }
-                }
-            }
-        }
-        .await;
-        if let Err(error) = result {
-            let status = easel_runtime::Error::from(error).into_status();
-            let _ = watcher.sender.send(Err(status)).await;
-        }
-    });
-    Ok(ReceiverStream::new(receiver))
+            seq: last_seq,
+            time,
+            kind: Some(job_event::Kind::Snapshot(snapshot)),
+        }));
+    }
+    Ok(Box::pin(futures::stream::unfold(watcher, Watcher::next)))
 }
 
 struct Watcher {
     jobs: Arc<Jobs>,
-    sender: mpsc::Sender<std::result::Result<WatchJobResponse, tonic::Status>>,
+    subscription: Subscription,
     owner: String,
-    job_id: String,
+    /// The last event queued or sent.
     last: u64,
+    /// Events to send, in order; boxed, so the queue's slots (kept between events) are small
+    /// whatever the events' size.
+    queue: VecDeque<Box<JobEvent>>,
+    /// The table may hold events after `last` that are not queued yet.
+    more: bool,
+    /// The terminal status is queued or sent: nothing follows.
+    done: bool,
 }
 
-impl Watcher {
-    /// Sends one event (signing an output's link); false when the client left.
-    async fn send(&mut self, mut event: JobEvent) -> bool {
-        if let Some(job_event::Kind::Output(output)) = &mut event.kind {
-            self.jobs
-                .sign_outputs(&self.owner, std::slice::from_mut(output))
-                .await;
-        }
-        let seq = event.seq;
-        let sent = self
-            .sender
-            .send(Ok(WatchJobResponse { event: Some(event) }))
-            .await
-            .is_ok();
-        self.last = self.last.max(seq);
-        sent
-    }
+type Item = std::result::Result<WatchJobResponse, tonic::Status>;
 
-    /// Sends every stored event after the last one sent; true when the stream is over.
-    async fn catch_up(&mut self) -> Result<bool> {
+impl Watcher {
+    /// The next message, or `None` at the end of the stream (or when the hub is gone).
+    async fn next(mut self) -> Option<(Item, Watcher)> {
         loop {
-            let events = db::events_after(&self.jobs.db, &self.job_id, self.last, PAGE).await?;
-            let full = events.len() as u64 == PAGE;
-            for event in events {
-                let done = ends_the_stream(&event);
-                if !self.send(event).await || done {
-                    return Ok(true);
+            if let Some(mut event) = self.queue.pop_front() {
+                if self.queue.is_empty() {
+                    // Most of a watch is spent parked: keep no empty buffer meanwhile.
+                    self.queue = VecDeque::new();
+                }
+                // Boxed: only an output waits here, and the parked state machine stays small.
+                if let Some(job_event::Kind::Output(output)) = &mut event.kind
+                    && output.url.is_empty()
+                {
+                    Box::pin(
+                        self.jobs
+                            .sign_outputs(&self.owner, std::slice::from_mut(output)),
+                    )
+                    .await;
+                }
+                return Some((
+                    Ok(WatchJobResponse {
+                        event: Some(*event),
+                    }),
+                    self,
+                ));
+            }
+            if self.done {
+                return None;
+            }
+            if self.more {
+                // Boxed: the parked state machine stays small; the query's is rarely alive.
+                if let Err(error) = Box::pin(self.catch_up()).await {
+                    self.done = true;
+                    return Some((Err(easel_runtime::Error::from(error).into_status()), self));
+                }
+                continue;
+            }
+            match self.subscription.recv().await? {
+                HubMessage::Resync => self.more = true,
+                HubMessage::Event(event) => {
+                    if event.seq == self.last + 1 {
+                        self.push(Box::new(event.as_ref().clone()));
+                    } else if event.seq > self.last {
+                        self.more = true;
+                    }
                 }
             }
-            if !full {
-                return Ok(false);
+        }
+    }
+
+    /// Queues a stored event (in sequence) and follows the job's status.
+    fn push(&mut self, event: Box<JobEvent>) {
+        self.last = self.last.max(event.seq);
+        if let Some(status) = status_of(&event) {
+            self.done |= is_terminal(status);
+        }
+        self.queue.push_back(event);
+    }
+
+    /// Queues the next page of stored events after the last one queued.
+    async fn catch_up(&mut self) -> Result<()> {
+        let events =
+            db::events_after(&self.jobs.db, self.subscription.job_id(), self.last, PAGE).await?;
+        self.more = events.len() as u64 == PAGE;
+        for event in events {
+            if self.done {
+                break;
+            }
+            if event.seq == self.last + 1 {
+                self.push(Box::new(event));
             }
         }
+        Ok(())
     }
 }

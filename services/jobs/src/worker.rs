@@ -8,7 +8,7 @@ pub mod run;
 use std::sync::Arc;
 use std::time::Duration;
 
-use easel_proto::jobs::v1::{JobError, JobStatus, job_event};
+use easel_proto::jobs::v1::{JobError, JobOutput, JobStatus, job_event};
 use easel_runtime::Shutdown;
 use easel_runtime::telemetry::propagation;
 use sea_orm::sea_query::{Expr, SimpleExpr};
@@ -365,24 +365,15 @@ impl Worker {
                 tracing::info!("job left this worker (cancelled or taken over)");
             }
             Some(Outcome::Succeeded { outputs }) => {
-                for output in &outputs {
-                    if !attempt
-                        .change(Vec::new(), Some(job_event::Kind::Output(output.clone())))
-                        .await
-                    {
-                        run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
-                        self.ack(delivery).await;
-                        return;
-                    }
-                }
-                let outputs_json = serde_json::to_string(&outputs).unwrap_or_else(|_| "[]".into());
+                // The outputs and the final status in one transaction: watchers get every
+                // output event, then SUCCEEDED, from one commit.
                 let finished = finish(
                     jobs,
                     &attempt.row,
                     held,
                     JobStatus::Succeeded,
                     None,
-                    Some(outputs_json),
+                    Some(outputs),
                 )
                 .await;
                 if !finished {
@@ -469,15 +460,15 @@ impl Attempt {
     }
 }
 
-/// Moves a job to a terminal status under `guard`, publishes it, records metrics and usage.
-/// Returns whether the guard held.
+/// Moves a job to a terminal status under `guard` (with its outputs, each an event before the
+/// status change), publishes it, records metrics and usage. Returns whether the guard held.
 pub async fn finish(
     jobs: &Arc<Jobs>,
     row: &JobRow,
     guard: Guard,
     status: JobStatus,
     error: Option<JobError>,
-    outputs: Option<String>,
+    outputs: Option<Vec<JobOutput>>,
 ) -> bool {
     let now = millis(jobs.clock.now());
     let mut changes = vec![
@@ -495,15 +486,39 @@ pub async fn finish(
             Expr::value(serde_json::to_string(error).ok()),
         ));
     }
+    let mut events = Vec::new();
     if let Some(outputs) = outputs {
-        changes.push((JobColumn::Outputs, Expr::value(outputs)));
+        changes.push((
+            JobColumn::Outputs,
+            Expr::value(serde_json::to_string(&outputs).unwrap_or_else(|_| "[]".into())),
+        ));
+        events.extend(outputs.into_iter().map(job_event::Kind::Output));
     }
-    let event = status_event(status, error, row.attempts, &row.backend);
-    match db::transition(&jobs.db, &row.id, &guard, changes, Some(event), now).await {
-        Ok(Some((row, event))) => {
-            if let Some(event) = event {
-                jobs.publish(&event).await;
+    events.push(status_event(status, error, row.attempts, &row.backend));
+    // Output links are signed once, while the transaction runs, for every live watcher; the
+    // stored events stay unsigned (links expire) and watchers reading the table sign their own.
+    let mut signed: Vec<JobOutput> = events
+        .iter()
+        .filter_map(|event| match event {
+            job_event::Kind::Output(output) => Some(output.clone()),
+            _ => None,
+        })
+        .collect();
+    let (stored, ()) = tokio::join!(
+        db::transition_with_events(&jobs.db, &row.id, &guard, changes, events, now),
+        jobs.sign_outputs(&row.owner, &mut signed),
+    );
+    match stored {
+        Ok(Some((row, mut events))) => {
+            let mut signed = signed.into_iter();
+            for event in &mut events {
+                if let Some(job_event::Kind::Output(output)) = &mut event.kind
+                    && let Some(with_link) = signed.next()
+                {
+                    *output = with_link;
+                }
             }
+            jobs.hub.publish_all(&events).await;
             let label = status
                 .as_str_name()
                 .trim_start_matches("JOB_STATUS_")

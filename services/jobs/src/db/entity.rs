@@ -1,4 +1,5 @@
-//! The jobs service's tables: `jobs`, `job_events` and `job_idempotency_keys`.
+//! The jobs service's tables: `jobs`, `job_events`, `job_idempotency_keys` and
+//! `job_owner_counters`.
 
 /// The `jobs` table: one row per job, the source of truth of its state.
 pub mod job {
@@ -62,6 +63,8 @@ pub mod job {
         pub lease_expires_ms: Option<i64>,
         /// The last event's sequence number.
         pub seq: i64,
+        /// The queue position last recorded as an event, while PENDING.
+        pub queue_position: Option<i32>,
     }
 
     /// No relations.
@@ -124,6 +127,34 @@ pub mod idempotency {
         pub created_at_ms: i64,
         /// When the key may be used again for another request.
         pub expires_at_ms: i64,
+    }
+
+    /// No relations.
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The `job_owner_counters` table: per owner, what the quotas compare against, kept by the
+/// transactions that change it (a submit batch adds, a job's terminal transition subtracts), so
+/// checking a quota reads one row instead of counting jobs.
+pub mod counter {
+    use sea_orm::entity::prelude::*;
+
+    /// One owner's counters.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "job_owner_counters")]
+    pub struct Model {
+        /// The owner.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner: String,
+        /// Jobs PENDING or RUNNING.
+        pub active: i64,
+        /// The UTC day (days since the Unix epoch) `day_jobs` counts.
+        pub day: i64,
+        /// Jobs accepted on that day.
+        pub day_jobs: i64,
     }
 
     /// No relations.

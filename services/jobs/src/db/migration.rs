@@ -1,8 +1,10 @@
 //! Schema migrations, the same on PostgreSQL and SQLite.
 
+use easel_proto::jobs::v1::JobStatus;
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::{
-    big_integer, big_integer_null, boolean, integer, string, string_null, text, text_null,
+    big_integer, big_integer_null, boolean, integer, integer_null, string, string_null, text,
+    text_null,
 };
 
 /// The jobs service's migrations, tracked in their own table so services that share one
@@ -13,7 +15,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables)]
+        vec![Box::new(CreateTables), Box::new(OwnerCounters)]
     }
 
     fn migration_table_name() -> DynIden {
@@ -50,6 +52,7 @@ enum Jobs {
     LeaseOwner,
     LeaseExpiresMs,
     Seq,
+    QueuePosition,
 }
 
 #[derive(DeriveIden)]
@@ -193,5 +196,97 @@ impl MigrationTrait for CreateTables {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum JobOwnerCounters {
+    Table,
+    Owner,
+    Active,
+    Day,
+    DayJobs,
+}
+
+/// Per-owner quota counters (seeded from the jobs already there), the index the queue
+/// positions of watched jobs are ranked with, and the position last recorded per job.
+struct OwnerCounters;
+
+// Named by hand: the derive names a migration after its file, which this one shares. Applied
+// migrations are checked in name order against this list's order, so the name sorts after the
+// first one's (`migration`).
+impl MigrationName for OwnerCounters {
+    fn name(&self) -> &str {
+        "migration_0002_owner_counters"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OwnerCounters {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(JobOwnerCounters::Table)
+                    .if_not_exists()
+                    .col(string(JobOwnerCounters::Owner).primary_key())
+                    .col(big_integer(JobOwnerCounters::Active))
+                    .col(big_integer(JobOwnerCounters::Day))
+                    .col(big_integer(JobOwnerCounters::DayJobs))
+                    .to_owned(),
+            )
+            .await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let day = now.div_euclid(crate::submit::DAY_MS);
+        let midnight = day * crate::submit::DAY_MS;
+        let (pending, running) = (JobStatus::Pending as i32, JobStatus::Running as i32);
+        manager
+            .get_connection()
+            .execute_unprepared(&format!(
+                "INSERT INTO job_owner_counters (owner, active, day, day_jobs) \
+                 SELECT owner, \
+                 SUM(CASE WHEN status IN ({pending}, {running}) THEN 1 ELSE 0 END), \
+                 {day}, \
+                 SUM(CASE WHEN created_at_ms >= {midnight} THEN 1 ELSE 0 END) \
+                 FROM jobs GROUP BY owner"
+            ))
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .add_column(integer_null(Jobs::QueuePosition))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "jobs_status_priority_id",
+                Jobs::Table,
+                &[Jobs::Status, Jobs::Priority, Jobs::Id],
+            ))
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("jobs_status_priority_id")
+                    .table(Jobs::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .drop_column(Jobs::QueuePosition)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_table(Table::drop().table(JobOwnerCounters::Table).to_owned())
+            .await
     }
 }

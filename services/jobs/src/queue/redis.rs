@@ -98,6 +98,23 @@ redis.call('HSET', KEYS[2], ARGV[2], id)
 return id
 ";
 
+/// `XPENDING` names the consumer group as [`GROUP`] does.
+const ENQUEUE_MANY: &str = r"
+for i = 1, #ARGV, 3 do
+  local id = redis.call('XADD', KEYS[2 + tonumber(ARGV[i])], '*', 'm', ARGV[i + 2])
+  redis.call('HSET', KEYS[1], ARGV[i + 1], id)
+end
+local waiting = {}
+for class = 0, #KEYS - 2 do
+  local stream = KEYS[2 + class]
+  local delivered = 0
+  local summary = redis.pcall('XPENDING', stream, 'workers')
+  if type(summary) == 'table' and not summary.err then delivered = summary[1] end
+  waiting[#waiting + 1] = redis.call('XLEN', stream) - delivered
+end
+return waiting
+";
+
 const ACK: &str = r"
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -118,6 +135,7 @@ pub struct RedisQueue {
     cursors: Mutex<Vec<String>>,
     claim: Script,
     enqueue: Script,
+    enqueue_many: Script,
     ack: Script,
 }
 
@@ -140,6 +158,7 @@ impl RedisQueue {
             cursors: Mutex::new(vec!["0-0".to_string(); PRIORITY_CLASSES]),
             claim: Script::new(CLAIM),
             enqueue: Script::new(ENQUEUE),
+            enqueue_many: Script::new(ENQUEUE_MANY),
             ack: Script::new(ACK),
         })
     }
@@ -348,6 +367,30 @@ impl JobQueue for RedisQueue {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn enqueue_many(&self, messages: &[QueueMessage]) -> Result<Vec<u64>, QueueError> {
+        if messages.is_empty() {
+            return self.depth().await;
+        }
+        let mut invocation = self.enqueue_many.prepare_invoke();
+        invocation.key(self.key("index"));
+        for class in 0..PRIORITY_CLASSES {
+            invocation.key(self.stream(class));
+        }
+        for message in messages {
+            let class = usize::from(message.priority).min(PRIORITY_CLASSES - 1);
+            invocation
+                .arg(class)
+                .arg(&message.job_id)
+                .arg(encode(message)?);
+        }
+        let mut connection = self.connection.clone();
+        let waiting: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        Ok(waiting
+            .into_iter()
+            .map(|count| u64::try_from(count).unwrap_or_default())
+            .collect())
     }
 
     async fn claim(&self, consumer: &str, block: Duration) -> Result<Option<Delivery>, QueueError> {

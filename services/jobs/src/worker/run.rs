@@ -1,5 +1,6 @@
 //! One run of a job on the bridge: stream its events, store its outputs, and say how it ended.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use easel_proto::bridge::v1::{RunWorkflowRequest, run_workflow_request, run_workflow_response};
@@ -7,11 +8,14 @@ use easel_proto::jobs::v1::{JobError, JobMetadata, JobOutput, JobSpec, Progress,
 use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
 use easel_runtime::ErrorCode;
 use sea_orm::sea_query::Expr;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::Attempt;
 use crate::db::{self, Guard, JobColumn};
 use crate::error::JobsError;
 use crate::model::{millis, proto_duration};
+use crate::service::Jobs;
 
 /// Bytes per upload message.
 const CHUNK: usize = 256 * 1024;
@@ -106,8 +110,25 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
     let mut backend = String::new();
     let mut outputs = Vec::new();
     let mut last_progress = (String::new(), u32::MAX);
+    // Progress is written (and published) beside the stream, latest first: reading the run
+    // never waits on the database, and a slow database skips steps rather than delaying the
+    // outputs. The writer ends with this function, after the write it may be doing.
+    let (progress_sender, progress_receiver) = watch::channel(None);
+    let lost = CancellationToken::new();
+    tokio::spawn(write_progress(
+        attempt.jobs.clone(),
+        attempt.row.id.clone(),
+        held(attempt),
+        progress_receiver,
+        lost.clone(),
+    ));
     loop {
-        let message = match stream.message().await {
+        let message = tokio::select! {
+            biased;
+            () = lost.cancelled() => return Outcome::Lost,
+            message = stream.message() => message,
+        };
+        let message = match message {
             Ok(Some(message)) => message,
             Ok(None) => {
                 return Outcome::Failed {
@@ -174,16 +195,7 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
                     max_steps: progress.max_steps,
                     percent: percent as f32,
                 };
-                let changes = vec![(
-                    JobColumn::Progress,
-                    Expr::value(serde_json::to_string(&progress).ok()),
-                )];
-                if !attempt
-                    .change(changes, Some(job_event::Kind::Progress(progress)))
-                    .await
-                {
-                    return Outcome::Lost;
-                }
+                progress_sender.send_replace(Some(progress));
             }
             Some(run_workflow_response::Event::Output(image)) => {
                 match put_output(attempt, image).await {
@@ -218,6 +230,38 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
                 };
             }
             None => {}
+        }
+    }
+}
+
+/// Writes the latest progress of a run until the run ends (its sender is dropped); fires `lost`
+/// when the job is no longer the attempt's.
+async fn write_progress(
+    jobs: Arc<Jobs>,
+    job_id: String,
+    guard: Guard,
+    mut latest: watch::Receiver<Option<Progress>>,
+    lost: CancellationToken,
+) {
+    while latest.changed().await.is_ok() {
+        let Some(progress) = latest.borrow_and_update().clone() else {
+            continue;
+        };
+        let changes = vec![(
+            JobColumn::Progress,
+            Expr::value(serde_json::to_string(&progress).ok()),
+        )];
+        let now = millis(jobs.clock.now());
+        let event = Some(job_event::Kind::Progress(progress));
+        match db::transition(&jobs.db, &job_id, &guard, changes, event, now).await {
+            Ok(Some((_, Some(event)))) => jobs.publish(&event).await,
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                lost.cancel();
+                return;
+            }
+            // The lease decides whether the job is still ours; keep running.
+            Err(error) => tracing::warn!(job_id, error = %error, "writing progress failed"),
         }
     }
 }

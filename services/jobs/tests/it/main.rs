@@ -9,5 +9,6 @@ mod lifecycle;
 mod process;
 mod queue_contract;
 mod reconciler;
+mod submit;
 mod support;
 mod watch;

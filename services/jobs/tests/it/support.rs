@@ -81,11 +81,8 @@ impl Harness {
             .await
             .unwrap();
         let address = listeners.grpc_addr().unwrap();
-        let grpc = easel_runtime::grpc::GrpcServer::new("jobs", &config.server).add_service(
-            easel_proto::jobs::internal::v1::internal_job_service_server::InternalJobServiceServer::new(
-                easel_jobs::grpc::JobApi::new(parts.jobs.clone()),
-            ),
-        );
+        let grpc = easel_runtime::grpc::GrpcServer::new("jobs", &config.server)
+            .add_service(easel_jobs::grpc::service(parts.jobs.clone()));
         let serve_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _ = easel_runtime::service::serve(
@@ -97,6 +94,10 @@ impl Harness {
             )
             .await;
         });
+        tokio::spawn(easel_jobs::positions::run(
+            parts.jobs.clone(),
+            shutdown.clone(),
+        ));
         if config.worker.role.runs_workers() {
             let worker = Arc::new(easel_jobs::worker::Worker::new(
                 parts.jobs.clone(),

@@ -215,3 +215,71 @@ async fn many_watchers_share_one_subscription() {
         .await
     );
 }
+
+#[tokio::test]
+async fn watchers_of_a_pending_job_see_its_queue_position_move() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let mut ids = Vec::new();
+    for index in 0..3 {
+        ids.push(
+            client
+                .submit_job(submit("usr_a", t2i(&format!("queued {index}"))))
+                .await
+                .unwrap()
+                .into_inner()
+                .job
+                .unwrap()
+                .id,
+        );
+    }
+    let mut stream = open(&harness, &ids[2], 0).await;
+    let snapshot = next(&mut stream).await;
+    assert!(
+        matches!(snapshot.kind, Some(job_event::Kind::Snapshot(ref job)) if job.queue_position == 3)
+    );
+    // The jobs ahead start one after the other (as a worker would start them).
+    let mut positions = Vec::new();
+    let mut last_seq = snapshot.seq;
+    for ahead in &ids[..2] {
+        emit(
+            &harness,
+            ahead,
+            vec![(
+                JobColumn::Status,
+                Expr::value(status_to_db(JobStatus::Running)),
+            )],
+            status_event(JobStatus::Running, None, 1, "b1"),
+        )
+        .await;
+        let event = next(&mut stream).await;
+        assert_eq!(event.seq, last_seq + 1, "positions are numbered events");
+        last_seq = event.seq;
+        match event.kind {
+            Some(job_event::Kind::QueuePosition(position)) => positions.push(position.position),
+            other => panic!("expected a queue position, got {other:?}"),
+        }
+    }
+    assert_eq!(positions, [2, 1]);
+    // Once the job runs, positions stop and the status change follows in sequence; a resume
+    // replays the positions like any event.
+    let seq = emit(
+        &harness,
+        &ids[2],
+        vec![(
+            JobColumn::Status,
+            Expr::value(status_to_db(JobStatus::Running)),
+        )],
+        status_event(JobStatus::Running, None, 1, "b1"),
+    )
+    .await;
+    let event = next(&mut stream).await;
+    assert_eq!((event.seq, seq), (last_seq + 1, last_seq + 1));
+    assert!(matches!(event.kind, Some(job_event::Kind::StatusChange(_))));
+    let mut resumed = open(&harness, &ids[2], 1).await;
+    let replayed = next(&mut resumed).await;
+    assert!(matches!(
+        replayed.kind,
+        Some(job_event::Kind::QueuePosition(ref position)) if position.position == 2
+    ));
+}

@@ -1,0 +1,585 @@
+//! Group commit of submits. Concurrent submits queue here and one task writes them: whatever
+//! arrived while the previous batch was being written becomes the next batch (no timer, so a
+//! lone submit waits for nothing). A batch is one transaction (idempotency keys, quota counts,
+//! a multi-row insert of the jobs and of their first events), then one enqueue of all its
+//! messages. Each caller gets its own answer: a new job, a replay, or its own error.
+//!
+//! The database stays the source of truth: a key and its job are committed together, quotas
+//! are counted in the same transaction (and across the batch), and a job the queue missed is
+//! enqueued later by the reconciler.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use easel_proto::account::v1::TierLimits;
+use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clients::Clients;
+use crate::db::batch::{self, KeyId};
+use crate::db::entity::event;
+use crate::db::{JobRow, idempotency};
+use crate::error::{JobsError, Result};
+use crate::model::millis;
+use crate::queue::{JobQueue, PRIORITY_CLASSES, QueueMessage};
+
+/// How long an idempotency key protects a request.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A key whose first request has not finished after this long was abandoned (crash).
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+/// Most submits in one transaction (26 columns each stay far below the bind limits).
+const MAX_BATCH: usize = 256;
+/// Submits waiting for a batch before callers wait for room.
+const BACKLOG: usize = 4096;
+
+/// One accepted-for-writing submit: the job as it will be stored.
+#[derive(Debug)]
+pub struct Submission {
+    /// The new job's record (PENDING, seq 1).
+    pub row: JobRow,
+    /// Its first event, encoded.
+    pub first_event: event::Model,
+    /// The caller's tier (its quotas).
+    pub limits: TierLimits,
+    /// When the submit arrived.
+    pub now: DateTime<Utc>,
+    /// What goes on the queue once the job is stored.
+    pub message: QueueMessage,
+}
+
+/// What became of a submit.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new job, with its place in the queue (1 = next) as the queue saw it when it was
+    /// enqueued (`None` when the enqueue failed).
+    Created {
+        /// The stored record.
+        row: Box<JobRow>,
+        /// Its queue position.
+        position: Option<u64>,
+    },
+    /// An earlier submit with the same key and request made this job.
+    Replayed {
+        /// The job's id.
+        job_id: String,
+    },
+}
+
+struct Waiting {
+    submission: Submission,
+    reply: oneshot::Sender<Result<Accepted>>,
+}
+
+/// The handle callers submit through; the writer stops when the last handle is dropped.
+#[derive(Debug)]
+pub struct Submitter {
+    sender: mpsc::Sender<Waiting>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("job_id", &self.submission.row.id)
+            .finish()
+    }
+}
+
+impl Submitter {
+    /// Starts the writer task.
+    pub fn start(db: DatabaseConnection, queue: Arc<dyn JobQueue>, clients: Clients) -> Submitter {
+        let (sender, receiver) = mpsc::channel(BACKLOG);
+        tokio::spawn(write_batches(db, queue, clients, receiver));
+        Submitter { sender }
+    }
+
+    /// Writes one submit with whatever else is waiting.
+    pub async fn submit(&self, submission: Submission) -> Result<Accepted> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Waiting { submission, reply })
+            .await
+            .map_err(|_| JobsError::Internal("the submit writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| JobsError::Internal("the submit writer dropped a submit".into()))?
+    }
+}
+
+async fn write_batches(
+    db: DatabaseConnection,
+    queue: Arc<dyn JobQueue>,
+    clients: Clients,
+    mut receiver: mpsc::Receiver<Waiting>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let waiting = std::mem::take(&mut batch);
+        write(&db, queue.as_ref(), &clients, waiting).await;
+    }
+}
+
+/// Writes a batch and answers its callers. A batch that fails as a whole for a reason other
+/// than the database being unreachable is written again one submit at a time, so one bad
+/// submit cannot fail the others.
+async fn write(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    clients: &Clients,
+    waiting: Vec<Waiting>,
+) {
+    let submissions: Vec<&Submission> = waiting.iter().map(|w| &w.submission).collect();
+    match commit(db, &submissions).await {
+        Ok(mut outcomes) => {
+            let created: Vec<usize> = (0..outcomes.len())
+                .filter(|&i| matches!(outcomes[i], Ok(Accepted::Created { .. })))
+                .collect();
+            if !created.is_empty() {
+                let messages: Vec<QueueMessage> = created
+                    .iter()
+                    .map(|&i| waiting[i].submission.message.clone())
+                    .collect();
+                // The records are durable: if the queue is down, the reconciler enqueues them.
+                match queue.enqueue_many(&messages).await {
+                    Ok(waiting_per_class) => {
+                        for (&index, place) in
+                            created.iter().zip(positions(&waiting_per_class, &messages))
+                        {
+                            if let Ok(Accepted::Created { position, .. }) = &mut outcomes[index] {
+                                *position = Some(place);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(jobs = messages.len(), error = %error, "enqueue failed; the reconciler will retry");
+                    }
+                }
+                metrics::counter!(crate::metrics::SUBMITTED).increment(messages.len() as u64);
+                let mut per_owner: HashMap<&str, u64> = HashMap::new();
+                for &index in &created {
+                    *per_owner
+                        .entry(waiting[index].submission.row.owner.as_str())
+                        .or_default() += 1;
+                }
+                for (owner, count) in per_owner {
+                    clients.record_usage(owner, count, 0.0);
+                }
+            }
+            for (w, outcome) in waiting.into_iter().zip(outcomes) {
+                let _ = w.reply.send(outcome);
+            }
+        }
+        Err(error) if waiting.len() > 1 && !unreachable(&error) => {
+            tracing::warn!(submits = waiting.len(), error = %error, "a submit batch failed; writing its submits one by one");
+            for one in waiting {
+                Box::pin(write(db, queue, clients, vec![one])).await;
+            }
+        }
+        Err(error) => {
+            for w in waiting {
+                let _ = w.reply.send(Err(JobsError::Database(error.clone())));
+            }
+        }
+    }
+}
+
+fn unreachable(error: &DbErr) -> bool {
+    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+}
+
+fn key_of(submission: &Submission) -> Option<KeyId> {
+    let row = &submission.row;
+    row.idempotency_key
+        .as_ref()
+        .map(|key| (row.owner.clone(), key.clone()))
+}
+
+fn key_row(submission: &Submission) -> Option<idempotency::KeyRow> {
+    let row = &submission.row;
+    row.idempotency_key.as_ref().map(|key| {
+        idempotency::new_row(
+            &row.owner,
+            key,
+            &row.request_hash,
+            &row.id,
+            row.created_at_ms,
+            i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX),
+        )
+    })
+}
+
+/// What an existing key means for a submit with the same key.
+fn resolve_existing(
+    submission: &Submission,
+    existing: &idempotency::KeyRow,
+) -> Result<Option<Accepted>> {
+    let now = submission.row.created_at_ms;
+    let expired = existing.expires_at_ms <= now;
+    let abandoned = !existing.completed
+        && now - existing.created_at_ms
+            > i64::try_from(ABANDONED_AFTER.as_millis()).unwrap_or(i64::MAX);
+    if !expired && existing.request_hash != submission.row.request_hash {
+        return Err(JobsError::IdempotencyKeyReused);
+    }
+    if !expired && existing.completed {
+        return Ok(Some(Accepted::Replayed {
+            job_id: existing.job_id.clone(),
+        }));
+    }
+    if !(expired || abandoned) {
+        return Err(JobsError::IdempotencyKeyInFlight);
+    }
+    // Expired or abandoned: ours to replace.
+    Ok(None)
+}
+
+fn midnight(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
+        .single()
+        .unwrap_or(now)
+}
+
+/// Milliseconds per day.
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// The UTC day of a time, in days since the Unix epoch.
+fn day_of(time: DateTime<Utc>) -> i64 {
+    millis(time).div_euclid(DAY_MS)
+}
+
+fn as_count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or_default()
+}
+
+/// The quota counters of the owners in a batch, kept up to date as its jobs are admitted.
+struct Usage {
+    /// Owner → (active jobs, jobs accepted today).
+    counters: HashMap<String, (u64, u64)>,
+    /// Owner → jobs this batch admitted.
+    added: HashMap<String, i64>,
+}
+
+impl Usage {
+    /// Admits one submit or says which quota it would exceed.
+    fn admit(&mut self, submission: &Submission) -> Result<()> {
+        let limits = &submission.limits;
+        let owner = &submission.row.owner;
+        let (active, today) = self.counters.get(owner).copied().unwrap_or_default();
+        if limits.concurrent_jobs > 0 && active >= u64::from(limits.concurrent_jobs) {
+            return Err(JobsError::QuotaExhausted {
+                limit: "concurrent_jobs",
+                value: limits.concurrent_jobs,
+                retry_after: Some(Duration::from_secs(5)),
+            });
+        }
+        if limits.jobs_per_day > 0 && today >= u64::from(limits.jobs_per_day) {
+            let next = midnight(submission.now) + chrono::Duration::days(1);
+            return Err(JobsError::QuotaExhausted {
+                limit: "jobs_per_day",
+                value: limits.jobs_per_day,
+                retry_after: (next - submission.now).to_std().ok(),
+            });
+        }
+        self.counters.insert(owner.clone(), (active + 1, today + 1));
+        *self.added.entry(owner.clone()).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// One transaction for the batch; the answers line up with `submissions`.
+async fn commit(
+    db: &DatabaseConnection,
+    submissions: &[&Submission],
+) -> Result<Vec<Result<Accepted>>, DbErr> {
+    let mut outcomes: Vec<Option<Result<Accepted>>> = std::iter::repeat_with(|| None)
+        .take(submissions.len())
+        .collect();
+    let txn = db.begin().await?;
+
+    // Idempotency keys: the first submit of each key in the batch leads (its key is inserted
+    // in one statement with the others, or looked at when someone holds it already); a later
+    // submit of the same key follows its leader once the leader's fate is known.
+    let mut leaders: HashMap<KeyId, usize> = HashMap::new();
+    let mut keyed = Vec::new();
+    let mut followers = Vec::new();
+    for (index, submission) in submissions.iter().enumerate() {
+        if let Some(key) = key_of(submission) {
+            if let Some(&leader) = leaders.get(&key) {
+                followers.push((index, leader));
+                // Decided below; set now so it is not admitted as a job of its own.
+                outcomes[index] = Some(Err(JobsError::IdempotencyKeyInFlight));
+            } else {
+                leaders.insert(key, index);
+                keyed.push(index);
+            }
+        }
+    }
+    let rows: Vec<_> = keyed
+        .iter()
+        .filter_map(|&i| key_row(submissions[i]))
+        .collect();
+    let taken = batch::take_keys(&txn, &rows).await.map_err(database)?;
+    let held: Vec<usize> = keyed
+        .iter()
+        .copied()
+        .filter(|&i| key_of(submissions[i]).is_some_and(|key| !taken.contains(&key)))
+        .collect();
+    let mut existing: HashMap<KeyId, idempotency::KeyRow> = HashMap::new();
+    if !held.is_empty() {
+        let keys: Vec<KeyId> = held
+            .iter()
+            .filter_map(|&i| key_of(submissions[i]))
+            .collect();
+        existing = batch::find_keys(&txn, &keys)
+            .await
+            .map_err(database)?
+            .into_iter()
+            .map(|row| ((row.owner.clone(), row.key.clone()), row))
+            .collect();
+        for index in held {
+            let submission = submissions[index];
+            let Some(row) = key_of(submission).and_then(|key| existing.get(&key)) else {
+                // Deleted between our insert and our read: in flight; a retry wins.
+                outcomes[index] = Some(Err(JobsError::IdempotencyKeyInFlight));
+                continue;
+            };
+            outcomes[index] = match resolve_existing(submission, row) {
+                Ok(None) => {
+                    let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
+                    if idempotency::replace(&txn, row, ours)
+                        .await
+                        .map_err(database)?
+                    {
+                        None
+                    } else {
+                        Some(Err(JobsError::IdempotencyKeyInFlight))
+                    }
+                }
+                Ok(Some(replayed)) => Some(Ok(replayed)),
+                Err(error) => Some(Err(error)),
+            };
+        }
+    }
+
+    // Quotas of the submits still making a job, from the owners' counters.
+    let creating: Vec<usize> = (0..submissions.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    let day = creating
+        .iter()
+        .map(|&i| day_of(submissions[i].now))
+        .max()
+        .unwrap_or_default();
+    let owners: Vec<String> = creating
+        .iter()
+        .map(|&i| submissions[i].row.owner.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let mut usage = Usage {
+        counters: batch::lock_counters(&txn, &owners)
+            .await
+            .map_err(database)?
+            .into_iter()
+            .map(|(owner, row)| {
+                let today = if row.day == day { row.day_jobs } else { 0 };
+                (owner, (as_count(row.active), as_count(today)))
+            })
+            .collect(),
+        added: HashMap::new(),
+    };
+    let mut released = Vec::new();
+    let mut admitted = Vec::new();
+    for index in creating {
+        let submission = submissions[index];
+        match usage.admit(submission) {
+            Ok(()) => admitted.push(index),
+            Err(error) => {
+                if let Some(key) = key_of(submission) {
+                    released.push((key, submission.row.id.clone()));
+                }
+                outcomes[index] = Some(Err(error));
+            }
+        }
+    }
+    batch::release_keys(&txn, &released)
+        .await
+        .map_err(database)?;
+    batch::add_to_counters(&txn, &usage.added, day)
+        .await
+        .map_err(database)?;
+
+    // The jobs and their first events.
+    let rows = admitted
+        .iter()
+        .map(|&i| submissions[i].row.clone())
+        .collect();
+    let events = admitted
+        .iter()
+        .map(|&i| submissions[i].first_event.clone())
+        .collect();
+    batch::insert_jobs(&txn, rows, events)
+        .await
+        .map_err(database)?;
+    for &index in &admitted {
+        outcomes[index] = Some(Ok(Accepted::Created {
+            row: Box::new(submissions[index].row.clone()),
+            position: None,
+        }));
+    }
+    // Followers: the leader's new job is theirs too (same request) once this commits; a key
+    // held before answers them as it answered the leader.
+    for (index, leader) in followers {
+        let submission = submissions[index];
+        let leads = submissions[leader];
+        let made = matches!(outcomes[leader], Some(Ok(Accepted::Created { .. })));
+        let held_row = key_of(submission).and_then(|key| existing.get(&key));
+        outcomes[index] = Some(if made {
+            if leads.row.request_hash == submission.row.request_hash {
+                Ok(Accepted::Replayed {
+                    job_id: leads.row.id.clone(),
+                })
+            } else {
+                Err(JobsError::IdempotencyKeyReused)
+            }
+        } else if let Some(row) = held_row {
+            match resolve_existing(submission, row) {
+                Ok(Some(replayed)) => Ok(replayed),
+                Ok(None) => Err(JobsError::IdempotencyKeyInFlight),
+                Err(error) => Err(error),
+            }
+        } else {
+            Err(JobsError::IdempotencyKeyInFlight)
+        });
+    }
+    txn.commit().await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(JobsError::Internal("a submit got no answer".into()))))
+        .collect())
+}
+
+/// The queue positions of a batch's messages (enqueued in order) from what the queue holds
+/// per class after the enqueue: every waiting entry of a higher class, and every entry of the
+/// same class but those of the batch enqueued after it, go first. Weighted reads let lower
+/// classes through now and then, and other replicas enqueue too: the position is an estimate,
+/// and watchers see it corrected as the queue moves.
+fn positions(waiting: &[u64], messages: &[QueueMessage]) -> Vec<u64> {
+    let class = |message: &QueueMessage| usize::from(message.priority).min(PRIORITY_CLASSES - 1);
+    messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let own = class(message);
+            let higher: u64 = waiting.iter().skip(own + 1).sum();
+            let later = messages[index + 1..]
+                .iter()
+                .filter(|other| class(other) == own)
+                .count() as u64;
+            let same = waiting.get(own).copied().unwrap_or_default();
+            (higher + same.saturating_sub(later)).max(1)
+        })
+        .collect()
+}
+
+fn database(error: JobsError) -> DbErr {
+    match error {
+        JobsError::Database(error) => error,
+        other => DbErr::Custom(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, priority: i32) -> JobRow {
+        JobRow {
+            id: id.into(),
+            owner: "usr".into(),
+            status: 1,
+            priority,
+            spec: String::new(),
+            metadata: String::new(),
+            attempts: 0,
+            max_attempts: 3,
+            backend: String::new(),
+            progress: None,
+            error: None,
+            outputs: "[]".into(),
+            excluded_backends: "[]".into(),
+            idempotency_key: None,
+            request_hash: String::new(),
+            trace_context: "{}".into(),
+            trace_id: String::new(),
+            retention_days: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            start_deadline_ms: None,
+            lease_owner: None,
+            lease_expires_ms: None,
+            seq: 1,
+            queue_position: None,
+        }
+    }
+
+    fn message(id: &str, priority: u8) -> QueueMessage {
+        QueueMessage {
+            job_id: id.into(),
+            priority,
+            trace: HashMap::new(),
+            enqueued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn positions_count_higher_classes_and_earlier_entries_of_the_class() {
+        // Waiting after the enqueue: 2 in class 3, 5 in class 1 (3 of them this batch).
+        let waiting = [0, 5, 0, 2];
+        let batch = [
+            message("a", 1),
+            message("b", 3),
+            message("c", 1),
+            message("d", 1),
+        ];
+        assert_eq!(positions(&waiting, &batch), [5, 2, 6, 7]);
+    }
+
+    #[test]
+    fn quotas_count_the_batch_itself() {
+        let mut usage = Usage {
+            counters: HashMap::from([("usr".to_string(), (1, 0))]),
+            added: HashMap::new(),
+        };
+        let submission = |id: &str| Submission {
+            row: row(id, 1),
+            first_event: event::Model {
+                job_id: id.into(),
+                seq: 1,
+                kind: "status_change".into(),
+                payload: "{}".into(),
+                time_ms: 0,
+            },
+            limits: TierLimits {
+                concurrent_jobs: 2,
+                jobs_per_day: 10,
+                ..TierLimits::default()
+            },
+            now: Utc::now(),
+            message: message(id, 1),
+        };
+        assert!(usage.admit(&submission("job_a")).is_ok());
+        assert_eq!(usage.added.get("usr"), Some(&1));
+        assert!(matches!(
+            usage.admit(&submission("job_b")),
+            Err(JobsError::QuotaExhausted {
+                limit: "concurrent_jobs",
+                ..
+            })
+        ));
+    }
+}
