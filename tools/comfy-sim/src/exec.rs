@@ -104,6 +104,11 @@ pub async fn worker(shared: Arc<Shared>) {
     let mut prompts_started: u64 = 0;
     loop {
         let item = loop {
+            tokio::select! {
+                () = shared.hold.released() => {}
+                () = shared.kill.cancelled() => return,
+                () = shared.shutdown.cancelled() => return,
+            }
             {
                 let mut queue = shared.lock_queue();
                 if let Some(item) = queue.pop() {

@@ -42,7 +42,7 @@ pub use crate::config::{FaultKind, RequestControl, SimConfig, default_checkpoint
 pub use crate::server::DELAY_HEADER;
 
 use crate::files::Dirs;
-use crate::state::{History, Queue, Shared};
+use crate::state::{History, Hold, Queue, Shared};
 
 /// Errors that stop the simulator.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,7 @@ pub async fn run(
         address,
         shutdown,
         CancellationToken::new(),
+        Arc::new(Hold::default()),
     )
     .await
 }
@@ -122,6 +123,7 @@ async fn run_with_kill(
     address: SocketAddr,
     shutdown: CancellationToken,
     kill: CancellationToken,
+    hold: Arc<Hold>,
 ) -> Result<(), SimError> {
     let (dirs, temp) = prepare_dirs(&config)?;
     let catalog = nodes::NodeCatalog::load()?;
@@ -140,6 +142,7 @@ async fn run_with_kill(
         shutdown,
         refuse: refuse_sender,
         preview_prefix: preview_prefix(),
+        hold,
     });
     tracing::info!(
         output_dir = %shared.dirs.output.display(),
@@ -167,6 +170,7 @@ pub struct SimHandle {
     input_dir: PathBuf,
     shutdown: CancellationToken,
     kill: CancellationToken,
+    hold: Arc<Hold>,
     task: JoinHandle<Result<(), SimError>>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -190,6 +194,16 @@ impl SimHandle {
     /// Where uploads land.
     pub fn input_dir(&self) -> &Path {
         &self.input_dir
+    }
+
+    /// Holds the queue: prompts are still accepted, validated and queued, but none starts
+    /// until the guard is dropped, as on a ComfyUI busy with a long prompt. Tests use it to
+    /// act on a job while it is certainly not finished, without racing the backend.
+    pub fn hold_queue(&self) -> QueueHold {
+        self.hold.set(true);
+        QueueHold {
+            hold: self.hold.clone(),
+        }
     }
 
     /// Whether the simulator has stopped (shut down, killed or died by injection).
@@ -233,12 +247,14 @@ pub async fn spawn(mut config: SimConfig) -> Result<SimHandle, SimError> {
     let shutdown = CancellationToken::new();
     let kill = CancellationToken::new();
     let listener = (!config.refuse_connections).then_some(listener);
+    let hold = Arc::new(Hold::default());
     let task = tokio::spawn(run_with_kill(
         config,
         listener,
         addr,
         shutdown.clone(),
         kill.clone(),
+        hold.clone(),
     ));
     Ok(SimHandle {
         addr,
@@ -246,7 +262,20 @@ pub async fn spawn(mut config: SimConfig) -> Result<SimHandle, SimError> {
         input_dir: dirs.input,
         shutdown,
         kill,
+        hold,
         task,
         _temp: temp,
     })
+}
+
+/// Keeps the simulator's queue held (see [`SimHandle::hold_queue`]) until dropped.
+#[derive(Debug)]
+pub struct QueueHold {
+    hold: Arc<Hold>,
+}
+
+impl Drop for QueueHold {
+    fn drop(&mut self) {
+        self.hold.set(false);
+    }
 }

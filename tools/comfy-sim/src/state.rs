@@ -256,6 +256,37 @@ pub struct Shared {
     pub refuse: mpsc::UnboundedSender<std::time::Duration>,
     /// PreviewImage's file prefix (`ComfyUI_temp_xxxxx`), fixed per server start.
     pub preview_prefix: String,
+    /// A test's hold on the queue: while set, no queued prompt starts.
+    pub hold: Arc<Hold>,
+}
+
+/// Whether a test holds the queue, and a wake-up for the executor when that changes.
+#[derive(Debug, Default)]
+pub struct Hold {
+    held: std::sync::atomic::AtomicBool,
+    changed: Notify,
+}
+
+impl Hold {
+    /// Holds (`true`) or releases (`false`) the queue.
+    pub fn set(&self, held: bool) {
+        self.held.store(held, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the queue is not held.
+    pub async fn released(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so a release between the two is not missed.
+            changed.as_mut().enable();
+            if !self.held.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            changed.await;
+        }
+    }
 }
 
 impl Shared {

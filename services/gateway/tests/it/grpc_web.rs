@@ -62,13 +62,78 @@ pub fn decode(mut body: Bytes) -> (Vec<Bytes>, Vec<(String, String)>) {
     (messages, trailers)
 }
 
-/// Calls `path` with `message` over gRPC-web on HTTP/1.1.
-pub async fn call(
+/// A server-streaming gRPC-web call on HTTP/1.1, read frame by frame as the frames arrive.
+pub struct Streaming {
+    response: reqwest::Response,
+    buffer: BytesMut,
+    messages: Vec<Bytes>,
+}
+
+impl Streaming {
+    /// Opens the call; returns once the answer's headers are in.
+    pub async fn open(
+        base: &str,
+        path: &str,
+        message: &impl prost::Message,
+        headers: &[(&str, &str)],
+    ) -> Streaming {
+        Streaming {
+            response: send(base, path, message, headers).await,
+            buffer: BytesMut::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    /// Waits for the next data frame and returns its message (also kept for [`finish`]);
+    /// panics when the body ends first.
+    ///
+    /// [`finish`]: Streaming::finish
+    pub async fn next_message(&mut self) -> Bytes {
+        loop {
+            if self.buffer.len() >= 5 {
+                let length = u32::from_be_bytes(self.buffer[1..5].try_into().unwrap()) as usize;
+                if self.buffer.len() >= 5 + length {
+                    assert_eq!(self.buffer[0] & 0x80, 0, "a data frame, not the trailers");
+                    let mut frame = self.buffer.split_to(5 + length).freeze();
+                    frame.advance(5);
+                    self.messages.push(frame.clone());
+                    return frame;
+                }
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .expect("gRPC-web body")
+                .expect("another frame before the end of the body");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Reads the rest of the body: every message (those already read first) and the trailers.
+    pub async fn finish(mut self) -> Answer {
+        let status = self.response.status().as_u16();
+        let headers = self.response.headers().clone();
+        while let Some(chunk) = self.response.chunk().await.expect("gRPC-web body") {
+            self.buffer.extend_from_slice(&chunk);
+        }
+        let (rest, trailers) = decode(self.buffer.freeze());
+        self.messages.extend(rest);
+        Answer {
+            status,
+            headers,
+            messages: self.messages,
+            trailers,
+        }
+    }
+}
+
+async fn send(
     base: &str,
     path: &str,
     message: &impl prost::Message,
     headers: &[(&str, &str)],
-) -> Answer {
+) -> reqwest::Response {
     let client = reqwest::Client::builder().http1_only().build().unwrap();
     let mut request = client
         .post(format!("{base}{path}"))
@@ -80,6 +145,17 @@ pub async fn call(
     }
     let response = request.send().await.expect("gRPC-web request");
     assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    response
+}
+
+/// Calls `path` with `message` over gRPC-web on HTTP/1.1.
+pub async fn call(
+    base: &str,
+    path: &str,
+    message: &impl prost::Message,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let response = send(base, path, message, headers).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.expect("gRPC-web body");

@@ -2,7 +2,9 @@
 //! origins in and keeps others out.
 
 use easel_proto::account::v1::Tier;
-use easel_proto::jobs::v1::{GetJobRequest, GetJobResponse, JobStatus, WatchJobRequest, job_event};
+use easel_proto::jobs::v1::{
+    GetJobRequest, GetJobResponse, JobEvent, JobStatus, WatchJobRequest, job_event,
+};
 use easel_proto::models::v1::{ListModelsRequest, ListModelsResponse};
 use futures::StreamExt;
 use prost::Message;
@@ -114,10 +116,46 @@ async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
     assert_eq!(missing.grpc_status(), Some(tonic::Code::NotFound as i32));
 }
 
+/// A status-change event's status, if it is one.
+fn status_change(event: &JobEvent) -> Option<JobStatus> {
+    match &event.kind {
+        Some(job_event::Kind::StatusChange(change)) => Some(change.status()),
+        _ => None,
+    }
+}
+
+/// The snapshot's job status, if the event is a snapshot.
+fn snapshot_status(event: &JobEvent) -> Option<JobStatus> {
+    match &event.kind {
+        Some(job_event::Kind::Snapshot(job)) => Some(job.status()),
+        _ => None,
+    }
+}
+
+/// Every watch: a live snapshot first, then consecutive events, the last one SUCCEEDED.
+fn assert_live_watch(events: &[JobEvent]) {
+    let first = snapshot_status(&events[0]).expect("the first event is a snapshot");
+    assert!(
+        matches!(first, JobStatus::Pending | JobStatus::Running),
+        "the job was held live, so the snapshot is not terminal: {first:?}"
+    );
+    for pair in events.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap, no duplicate");
+    }
+    assert_eq!(
+        status_change(events.last().unwrap()),
+        Some(JobStatus::Succeeded),
+        "the last event is the status change to SUCCEEDED: {events:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
     let platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
+    // The backend holds its queue until the watch is attached, so the stream is live on any
+    // machine, fast or slow; a job finished before its watch is covered below.
+    let hold = platform.hold_backend();
     let response = platform.submit(&user.api_key, &small_job("watched")).await;
     let id = response.json::<Value>().await.unwrap()["job"]["id"]
         .as_str()
@@ -137,18 +175,12 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
         .await
         .expect("WatchJob")
         .into_inner();
-    let mut events = Vec::new();
+    let mut events = vec![stream.next().await.unwrap().unwrap().event.unwrap()];
+    drop(hold);
     while let Some(item) = stream.next().await {
         events.push(item.expect("no stream error").event.unwrap());
     }
-    assert!(matches!(events[0].kind, Some(job_event::Kind::Snapshot(_))));
-    for pair in events.windows(2) {
-        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap, no duplicate");
-    }
-    let Some(job_event::Kind::StatusChange(last)) = &events.last().unwrap().kind else {
-        panic!("the last event is a status change");
-    };
-    assert_eq!(last.status(), JobStatus::Succeeded);
+    assert_live_watch(&events);
 
     // A finished job's watch is its snapshot, at the last event, and the stream ends.
     let mut again = platform
@@ -166,9 +198,11 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
         .into_inner();
     let snapshot = again.next().await.unwrap().unwrap().event.unwrap();
     assert_eq!(snapshot.seq, events.last().unwrap().seq);
+    assert_eq!(snapshot_status(&snapshot), Some(JobStatus::Succeeded));
     assert!(again.next().await.is_none());
 
     // A new job over gRPC-web (HTTP/1.1): every message in order, then the OK trailer.
+    let hold = platform.hold_backend();
     let response = platform
         .submit(&user.api_key, &small_job("watched over grpc-web"))
         .await;
@@ -176,7 +210,7 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
         .as_str()
         .unwrap()
         .to_string();
-    let answer = grpc_web::call(
+    let mut web = grpc_web::Streaming::open(
         &platform.url,
         "/easel.jobs.v1.JobService/WatchJob",
         &WatchJobRequest {
@@ -186,6 +220,10 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
         &[("x-api-key", &user.api_key)],
     )
     .await;
+    // The snapshot is out, so the watch is attached: let the job run.
+    web.next_message().await;
+    drop(hold);
+    let answer = web.finish().await;
     assert_eq!(answer.grpc_status(), Some(0), "{answer:?}");
     let web_events: Vec<_> = answer
         .messages
@@ -197,17 +235,7 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
                 .unwrap()
         })
         .collect();
-    assert!(matches!(
-        web_events[0].kind,
-        Some(job_event::Kind::Snapshot(_))
-    ));
-    for pair in web_events.windows(2) {
-        assert_eq!(pair[1].seq, pair[0].seq + 1, "no gap, no duplicate");
-    }
-    let Some(job_event::Kind::StatusChange(last)) = &web_events.last().unwrap().kind else {
-        panic!("the last event is a status change");
-    };
-    assert_eq!(last.status(), JobStatus::Succeeded);
+    assert_live_watch(&web_events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use easel_comfy_sim::QueueHold;
 use easel_proto::jobs::v1::WatchJobRequest;
 
 use crate::support::{Platform, WAIT, small_job, with_key};
@@ -24,8 +25,14 @@ async fn submit(platform: &Platform, api_key: &str, body: &Value) -> String {
         .to_string()
 }
 
-/// Reads a WebSocket to its end: the JSON events and the close frame's code.
-async fn read_socket(url: &str, api_key: Option<&str>) -> (Vec<Value>, Option<CloseCode>) {
+/// Reads a WebSocket to its end: the JSON events and the close frame's code. `hold` (the
+/// backend's held queue) is released once the first event is in, so the job runs while the
+/// socket is certainly attached.
+async fn read_socket(
+    url: &str,
+    api_key: Option<&str>,
+    mut hold: Option<QueueHold>,
+) -> (Vec<Value>, Option<CloseCode>) {
     let mut request = url.into_client_request().unwrap();
     if let Some(key) = api_key {
         request
@@ -40,7 +47,10 @@ async fn read_socket(url: &str, api_key: Option<&str>) -> (Vec<Value>, Option<Cl
     tokio::time::timeout(WAIT, async {
         while let Some(message) = socket.next().await {
             match message.expect("no socket error") {
-                Message::Text(text) => events.push(serde_json::from_str(text.as_str()).unwrap()),
+                Message::Text(text) => {
+                    events.push(serde_json::from_str(text.as_str()).unwrap());
+                    hold.take();
+                }
                 Message::Close(frame) => {
                     close = frame.map(|frame| frame.code);
                     break;
@@ -78,15 +88,21 @@ fn assert_in_order(events: &[Value]) {
 async fn websockets_deliver_every_event_in_order_and_close_normally() {
     let platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
+    let hold = platform.hold_backend();
     let id = submit(
         &platform,
         &user.api_key,
-        &json!({"prompt": "watched [[sim:slow=20]]", "width": 64, "height": 64, "steps": 8}),
+        &json!({"prompt": "watched", "width": 64, "height": 64, "steps": 8}),
     )
     .await;
     let ws = platform.url.replacen("http", "ws", 1);
 
-    let (events, close) = read_socket(&format!("{ws}/ws/jobs/{id}"), Some(&user.api_key)).await;
+    let (events, close) = read_socket(
+        &format!("{ws}/ws/jobs/{id}"),
+        Some(&user.api_key),
+        Some(hold),
+    )
+    .await;
     assert_in_order(&events);
     assert!(
         events.iter().any(|event| event["progress"].is_object()),
@@ -97,6 +113,7 @@ async fn websockets_deliver_every_event_in_order_and_close_normally() {
     // Browsers: the credential in the query; a finished job is its snapshot, then a close.
     let (events, close) = read_socket(
         &format!("{ws}/ws/jobs/{id}?access_token={}", user.api_key),
+        None,
         None,
     )
     .await;
@@ -114,12 +131,14 @@ async fn websockets_deliver_every_event_in_order_and_close_normally() {
     }
 }
 
-/// Reads an SSE stream to its end: `(id, event, data)` of every event.
+/// Reads an SSE stream to its end: `(id, event, data)` of every event. `hold` is released
+/// once the first event is in (see [`read_socket`]).
 async fn read_sse(
     platform: &Platform,
     api_key: &str,
     id: &str,
     last_event_id: Option<&str>,
+    mut hold: Option<QueueHold>,
 ) -> Vec<(String, String, Value)> {
     let mut request = platform
         .http
@@ -158,6 +177,7 @@ async fn read_sse(
                 }
                 if !data.is_empty() {
                     events.push((event_id, name, serde_json::from_str(&data).unwrap()));
+                    hold.take();
                 }
             }
         }
@@ -171,9 +191,10 @@ async fn read_sse(
 async fn server_sent_events_are_ordered_and_resume_after_last_event_id() {
     let platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
+    let hold = platform.hold_backend();
     let id = submit(&platform, &user.api_key, &small_job("streamed")).await;
 
-    let events = read_sse(&platform, &user.api_key, &id, None).await;
+    let events = read_sse(&platform, &user.api_key, &id, None, Some(hold)).await;
     let data: Vec<Value> = events.iter().map(|(_, _, data)| data.clone()).collect();
     assert_in_order(&data);
     for (event_id, name, data) in &events {
@@ -188,7 +209,7 @@ async fn server_sent_events_are_ordered_and_resume_after_last_event_id() {
 
     // Resume in the middle: exactly the events after it.
     let middle = &events[events.len() / 2].0;
-    let resumed = read_sse(&platform, &user.api_key, &id, Some(middle)).await;
+    let resumed = read_sse(&platform, &user.api_key, &id, Some(middle), None).await;
     let expected: Vec<&String> = events
         .iter()
         .map(|(event_id, _, _)| event_id)
@@ -214,10 +235,12 @@ async fn server_sent_events_are_ordered_and_resume_after_last_event_id() {
 async fn shutdown_closes_websockets_with_going_away_and_drains() {
     let mut platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
+    // Held for the whole test: the job stays live while the platform shuts down.
+    let _hold = platform.hold_backend();
     let id = submit(
         &platform,
         &user.api_key,
-        &json!({"prompt": "long [[sim:slow=500]]", "width": 64, "height": 64, "steps": 100}),
+        &json!({"prompt": "long", "width": 64, "height": 64, "steps": 100}),
     )
     .await;
     let ws = platform.url.replacen("http", "ws", 1);

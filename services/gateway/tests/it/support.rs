@@ -60,7 +60,7 @@ pub struct Platform {
     jobs_shutdown: Shutdown,
     jobs_task: Option<JoinHandle<std::io::Result<()>>>,
     services_shutdown: Shutdown,
-    _sim: easel_comfy_sim::SimHandle,
+    sim: easel_comfy_sim::SimHandle,
     _artifacts: tempfile::TempDir,
     _redis: TestRedis,
     _databases: Vec<TestDatabase>,
@@ -86,6 +86,12 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 impl Platform {
+    /// Holds the simulator's queue until the guard drops: jobs are accepted and reach the
+    /// backend but none finishes, so a test can attach to a job that is certainly live.
+    pub fn hold_backend(&self) -> easel_comfy_sim::QueueHold {
+        self.sim.hold_queue()
+    }
+
     /// The platform with default settings.
     pub async fn start() -> Platform {
         Platform::start_with(Options::default()).await
@@ -271,7 +277,7 @@ impl Platform {
             jobs_shutdown,
             jobs_task: Some(jobs_task),
             services_shutdown,
-            _sim: sim,
+            sim,
             _artifacts: artifacts,
             _redis: redis,
             _databases: vec![auth_db, jobs_db, storage_db],
