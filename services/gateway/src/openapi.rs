@@ -168,7 +168,7 @@ fn operation(route: &Route) -> Result<Value, String> {
             "description": reply.description,
             "content": { media_type(reply.schema): content },
         });
-        if route.access.needs_credential() {
+        if route.access != Access::Public {
             response["headers"] = rate_limit_headers();
         }
         if route.operation_id == "submitJob" {
