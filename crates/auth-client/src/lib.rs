@@ -9,6 +9,7 @@
 //!   every replica, or in-process (`governor`) for the embedded mode; its [`RateDecision`]
 //!   turns into `RateLimit-*` headers or a `RESOURCE_EXHAUSTED` error with `RetryInfo`;
 //! - [`Revocation`]: the message auth publishes on `{prefix}auth:revocations`;
+//! - [`Scope`]: what a credential may do, and the refusal of one that lacks a scope;
 //! - [`reason`]: the machine-readable reasons of auth's `UNAUTHENTICATED` answers.
 //!
 //! [`Principal`]: easel_proto::auth::v1::Principal
@@ -18,14 +19,16 @@ mod cache;
 mod credential;
 mod rate_limit;
 mod revocation;
+mod scope;
 
 pub use authenticator::{Authenticator, AuthenticatorConfig};
 pub use credential::{Credential, MAX_CREDENTIAL_BYTES};
 pub use rate_limit::{RateDecision, RateLimiter, RateQuota};
 pub use revocation::{Revocation, revocation_channel};
+pub use scope::{REQUIRED_SCOPE, Scope};
 
-/// Machine-readable reasons (`google.rpc.ErrorInfo.reason`) of auth's refusals, so a client can
-/// tell a revoked key from a typo without parsing messages.
+/// Machine-readable reasons (`google.rpc.ErrorInfo.reason`) of auth's refusals (and the door's
+/// scope check), so a client can tell a revoked key from a typo without parsing messages.
 pub mod reason {
     /// No credential was sent.
     pub const CREDENTIAL_MISSING: &str = "CREDENTIAL_MISSING";
@@ -41,4 +44,7 @@ pub mod reason {
     pub const USER_DISABLED: &str = "USER_DISABLED";
     /// Email and password do not match an enabled account (which of the two is not said).
     pub const INVALID_LOGIN: &str = "INVALID_LOGIN";
+    /// The credential is valid but lacks the scope the call needs (PERMISSION_DENIED); the
+    /// `required_scope` metadata names it.
+    pub const MISSING_SCOPE: &str = "MISSING_SCOPE";
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use easel_auth_client::{Revocation, reason};
+use easel_auth_client::{Revocation, Scope, reason};
 use easel_proto::account::v1::{DailyUsage, Role, Tier, TierLimits};
 use sha2::{Digest, Sha256};
 
@@ -99,6 +99,36 @@ fn parse_role(value: i32) -> Result<Role> {
     }
 }
 
+/// `requested` scopes checked against the caller's: every name known, none the caller lacks,
+/// at most [`MAX_SCOPES`]; sorted and deduplicated. Empty means all of the caller's.
+fn subset_of_caller(caller: &Caller, requested: &[String]) -> Result<Vec<String>> {
+    if requested.len() > MAX_SCOPES {
+        return Err(AuthError::field(
+            "scopes",
+            format!("at most {MAX_SCOPES} scopes"),
+        ));
+    }
+    let mut granted = BTreeSet::new();
+    for name in requested {
+        let Some(wanted) = Scope::parse(name) else {
+            return Err(AuthError::field(
+                "scopes",
+                format!("unknown scope {name:?} (known: {})", scope::known()),
+            ));
+        };
+        caller.require_scope(wanted)?;
+        granted.insert(wanted);
+    }
+    Ok(if granted.is_empty() {
+        caller.scopes.clone()
+    } else {
+        granted
+            .into_iter()
+            .map(|scope| scope.as_str().to_string())
+            .collect()
+    })
+}
+
 /// Hex SHA-256, to key rate limits by email without keeping emails in Redis.
 fn digest(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
@@ -113,7 +143,7 @@ impl Auth {
         scopes: &[String],
         ttl: Option<Duration>,
     ) -> Result<(KeyRow, String)> {
-        caller.require_scope(scope::KEYS_WRITE)?;
+        caller.require_scope(Scope::KeysWrite)?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(AuthError::field("name", "must be 1 to 100 characters"));
@@ -124,35 +154,9 @@ impl Auth {
                 "must not contain control characters",
             ));
         }
-        if scopes.len() > MAX_SCOPES {
-            return Err(AuthError::field(
-                "scopes",
-                format!("at most {MAX_SCOPES} scopes"),
-            ));
-        }
-        let mut granted = BTreeSet::new();
-        for requested in scopes {
-            if !scope::ALL.contains(&requested.as_str()) {
-                return Err(AuthError::field(
-                    "scopes",
-                    format!(
-                        "unknown scope {requested:?} (known: {})",
-                        scope::ALL.join(", ")
-                    ),
-                ));
-            }
-            if !caller.has_scope(requested) {
-                return Err(AuthError::PermissionDenied(format!(
-                    "cannot grant the {requested:?} scope, which this credential lacks"
-                )));
-            }
-            granted.insert(requested.clone());
-        }
-        let granted: Vec<String> = if granted.is_empty() {
-            caller.scopes.clone()
-        } else {
-            granted.into_iter().collect()
-        };
+        // Empty means all of the creating credential's scopes, written out on the key, so a
+        // stored key always lists what it may do (a key listing none may do nothing).
+        let granted = subset_of_caller(caller, scopes)?;
         let now = self.now();
         let mut expires_at = match ttl {
             Some(ttl) if ttl.is_zero() || ttl > MAX_KEY_TTL => {
@@ -221,7 +225,7 @@ impl Auth {
         page_size: u32,
         page_token: &str,
     ) -> Result<KeyPage> {
-        caller.require_scope(scope::KEYS_READ)?;
+        caller.require_scope(Scope::KeysRead)?;
         let page_size = match page_size {
             0 => 50,
             1..=100 => page_size,
@@ -249,7 +253,7 @@ impl Auth {
 
     /// Revokes one of the caller's keys and tells every replica; NOT_FOUND for anyone else's.
     pub async fn revoke_api_key(&self, caller: &Caller, key_id: &str) -> Result<KeyRow> {
-        caller.require_scope(scope::KEYS_WRITE)?;
+        caller.require_scope(Scope::KeysWrite)?;
         let id = KeyId::parse(key_id)
             .ok_or_else(|| AuthError::field("key_id", "is not an API key id (key_…)"))?;
         let key =
@@ -341,12 +345,15 @@ impl Auth {
         Ok(IssuedToken { token, expires_at })
     }
 
-    /// The calling API key for a short-lived token with the key's scopes (never past the
-    /// key's expiry).
+    /// The calling API key for a short-lived token (never past the key's expiry) carrying
+    /// `scopes`, or all of the key's when empty. A token never carries more than its key: a
+    /// scope the key lacks is refused (PERMISSION_DENIED, `MISSING_SCOPE`), not dropped, so a
+    /// client never holds a token that silently does less than it asked for.
     pub async fn exchange_token(
         &self,
         caller: &Caller,
         ttl: Option<Duration>,
+        scopes: &[String],
     ) -> Result<IssuedToken> {
         let key_id = match (&caller.key_id, caller.kind) {
             (Some(key_id), CredentialKind::ApiKey) => key_id.clone(),
@@ -374,10 +381,11 @@ impl Auth {
                 reason::CREDENTIAL_EXPIRED,
             ));
         }
+        let scopes = subset_of_caller(caller, scopes)?;
         let (token, expires_at) =
             self.inner
                 .tokens
-                .issue(caller.user_id.as_str(), &key_id, &caller.scopes, ttl)?;
+                .issue(caller.user_id.as_str(), &key_id, &scopes, ttl)?;
         Ok(IssuedToken { token, expires_at })
     }
 
@@ -388,7 +396,7 @@ impl Auth {
         caller: &Caller,
         days: u32,
     ) -> Result<(Vec<DailyUsage>, TierLimits)> {
-        caller.require_scope(scope::USAGE_READ)?;
+        caller.require_scope(Scope::UsageRead)?;
         let days = match days {
             0 => 30,
             1..=90 => days,

@@ -1,6 +1,6 @@
 //! The auth service's failures, mapped once to the shared error vocabulary.
 
-use easel_auth_client::{RateDecision, reason};
+use easel_auth_client::{RateDecision, Scope, reason};
 use easel_runtime::error::{Error, ErrorCode};
 
 /// What can go wrong in the auth service.
@@ -25,6 +25,9 @@ pub enum AuthError {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The credential lacks the scope the call needs (PERMISSION_DENIED, `MISSING_SCOPE`).
+    #[error("the credential lacks the {0} scope")]
+    MissingScope(Scope),
     /// No such thing for this caller.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -75,7 +78,7 @@ impl AuthError {
         match self {
             AuthError::InvalidField { .. } => "invalid_argument",
             AuthError::Unauthenticated { .. } => "unauthenticated",
-            AuthError::PermissionDenied(_) => "permission_denied",
+            AuthError::PermissionDenied(_) | AuthError::MissingScope(_) => "permission_denied",
             AuthError::NotFound(_) => "not_found",
             AuthError::AlreadyExists(_) => "already_exists",
             AuthError::FailedPrecondition(_) => "failed_precondition",
@@ -97,6 +100,7 @@ impl From<AuthError> for Error {
                 Error::unauthenticated(message).with_reason(reason)
             }
             AuthError::PermissionDenied(message) => Error::permission_denied(message),
+            AuthError::MissingScope(scope) => scope.missing(),
             AuthError::NotFound(what) => Error::not_found(format!("{what} not found")),
             AuthError::AlreadyExists(message) => Error::new(ErrorCode::AlreadyExists, message),
             AuthError::FailedPrecondition(message) => Error::failed_precondition(message),

@@ -236,7 +236,10 @@ impl AccountService for AuthApi {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
         let ttl = duration("ttl", request.ttl.as_ref())?;
-        let issued = self.auth.exchange_token(&caller, ttl).await?;
+        let issued = self
+            .auth
+            .exchange_token(&caller, ttl, &request.scopes)
+            .await?;
         Ok(Response::new(ExchangeTokenResponse {
             access_token: Some(access_token(issued)),
         }))

@@ -19,37 +19,27 @@ easel_runtime::typed_id!(
 );
 
 /// What a credential may do. Keys carry a subset of their owner's; tokens carry their key's
-/// (or, from Login, all of the user's).
+/// (or, from Login, all of the user's). The names are [`Scope`]'s, shared with the gateway.
 pub mod scope {
-    /// Read jobs and their outputs.
-    pub const JOBS_READ: &str = "jobs:read";
-    /// Submit and cancel jobs.
-    pub const JOBS_WRITE: &str = "jobs:write";
-    /// List API keys.
-    pub const KEYS_READ: &str = "keys:read";
-    /// Create and revoke API keys, exchange a key for a token.
-    pub const KEYS_WRITE: &str = "keys:write";
-    /// Read usage and limits.
-    pub const USAGE_READ: &str = "usage:read";
-    /// Administer users (admins only).
-    pub const ADMIN: &str = "admin";
+    use easel_auth_client::Scope;
+    use easel_proto::account::v1::Role;
 
-    /// Every scope a user with the user role has.
-    pub const USER: [&str; 5] = [JOBS_READ, JOBS_WRITE, KEYS_READ, KEYS_WRITE, USAGE_READ];
-
-    /// Every scope there is.
-    pub const ALL: [&str; 6] = [
-        JOBS_READ, JOBS_WRITE, KEYS_READ, KEYS_WRITE, USAGE_READ, ADMIN,
-    ];
-
-    /// The scopes a role grants.
-    pub fn for_role(role: easel_proto::account::v1::Role) -> Vec<String> {
-        let scopes: &[&str] = if role == easel_proto::account::v1::Role::Admin {
-            &ALL
+    /// The scopes a role grants: all of them for admins, all but `admin` for users.
+    pub fn for_role(role: Role) -> Vec<String> {
+        let scopes: &[Scope] = if role == Role::Admin {
+            &Scope::ALL
         } else {
-            &USER
+            &Scope::USER
         };
-        scopes.iter().map(|scope| scope.to_string()).collect()
+        scopes
+            .iter()
+            .map(|scope| scope.as_str().to_string())
+            .collect()
+    }
+
+    /// Every scope's name, for error messages.
+    pub fn known() -> String {
+        Scope::ALL.map(Scope::as_str).join(", ")
     }
 }
 
@@ -152,9 +142,14 @@ mod tests {
 
     #[test]
     fn roles_grant_their_scopes() {
-        assert!(!scope::for_role(Role::User).contains(&scope::ADMIN.to_string()));
-        assert!(scope::for_role(Role::Admin).contains(&scope::ADMIN.to_string()));
-        assert_eq!(scope::for_role(Role::Unspecified).len(), scope::USER.len());
+        let admin = easel_auth_client::Scope::Admin.as_str().to_string();
+        assert!(!scope::for_role(Role::User).contains(&admin));
+        assert!(scope::for_role(Role::Admin).contains(&admin));
+        assert_eq!(
+            scope::for_role(Role::Unspecified),
+            scope::for_role(Role::User)
+        );
+        assert_eq!(scope::for_role(Role::Admin).len(), 6);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use easel_auth_client::{Credential, MAX_CREDENTIAL_BYTES, RateLimiter, reason};
+use easel_auth_client::{Credential, MAX_CREDENTIAL_BYTES, RateLimiter, Scope, reason};
 use easel_proto::account::v1::{Role, Tier};
 use easel_proto::auth::v1::Principal;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -58,24 +58,25 @@ pub struct Caller {
 
 impl Caller {
     /// Whether the credential carries `scope`.
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|held| held == scope)
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|held| held == scope.as_str())
     }
 
-    /// PERMISSION_DENIED unless the credential carries `scope`.
-    pub fn require_scope(&self, scope: &str) -> Result<()> {
+    /// PERMISSION_DENIED (`MISSING_SCOPE`) unless the credential carries `scope`.
+    pub fn require_scope(&self, scope: Scope) -> Result<()> {
         if self.has_scope(scope) {
             Ok(())
         } else {
-            Err(AuthError::PermissionDenied(format!(
-                "this credential lacks the {scope:?} scope"
-            )))
+            Err(AuthError::MissingScope(scope))
         }
     }
 
-    /// PERMISSION_DENIED unless the caller is an admin with the admin scope.
+    /// PERMISSION_DENIED unless the caller is an admin with the admin scope. A credential
+    /// keeps `admin` only while its user has the admin role ([`allowed_scopes`]); the role is
+    /// checked again all the same.
     pub fn require_admin(&self) -> Result<()> {
-        if self.role == Role::Admin && self.has_scope(scope::ADMIN) {
+        self.require_scope(Scope::Admin)?;
+        if self.role == Role::Admin {
             Ok(())
         } else {
             Err(AuthError::PermissionDenied(
@@ -295,6 +296,11 @@ impl Auth {
         let claims = self.inner.tokens.verify(token).await?;
         let user = self.active_user(&claims.sub).await?;
         let mut key_expires_at = None;
+        let mut scopes: Vec<String> = claims
+            .scope
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         if !claims.key_id.is_empty() {
             let key = db::find_key(&self.inner.db, &claims.key_id)
                 .await?
@@ -307,6 +313,9 @@ impl Auth {
                 })?;
             self.check_key(&key)?;
             key_expires_at = key.expires_at_ms.map(from_millis);
+            // A token never does more than the key it came from.
+            let key_scopes = scopes_from_db(&key.scopes);
+            scopes.retain(|scope| key_scopes.contains(scope));
         }
         let role = role_from_db(user.role);
         let token_expiry = from_millis(claims.exp.saturating_mul(1000));
@@ -315,14 +324,7 @@ impl Auth {
                 .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?,
             tier: tier_from_db(user.tier),
             role,
-            scopes: allowed_scopes(
-                claims
-                    .scope
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect(),
-                role,
-            ),
+            scopes: allowed_scopes(scopes, role),
             key_id: (!claims.key_id.is_empty()).then_some(claims.key_id),
             key_expires_at,
             expires_at: Some(key_expires_at.map_or(token_expiry, |key| key.min(token_expiry))),

@@ -56,7 +56,9 @@ pub struct GatewayConfig {
     /// public origin serves downloads.
     pub storage_http_url: Url,
     /// `EASEL_PUBLIC_URL`: the gateway's public base URL for links in answers (`Location`,
-    /// event and WebSocket URLs). Unset: built from the request's `Host`.
+    /// event and WebSocket URLs). Unset: the gateway's own address on the connection (right
+    /// for direct local use; set this behind a proxy or load balancer). Never the request's
+    /// `Host` or `X-Forwarded-Host`.
     pub public_url: Option<Url>,
     /// `EASEL_REDIS_URL` (or `REDIS_URL`): shared rate limits and key revocation broadcasts.
     /// Unset: rate limits per process and a one-second credential cache.

@@ -1,9 +1,9 @@
 //! The door: the one tower stack every request passes, gRPC, gRPC-web and REST alike, built
 //! in [`Door::stack`]. Outermost first: sensitive headers, request id, trace span, metrics,
-//! CORS, client address and deadline, timeout, load shedding, then authentication and rate
-//! limits.
+//! CORS, client address and deadline, timeout, load shedding, then authentication,
+//! authorization (the scope each route needs, from the table in [`access`]) and rate limits.
 
-mod access;
+pub mod access;
 mod auth;
 mod facts;
 mod respond;
@@ -27,7 +27,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use access::Access;
+pub use access::{Access, Rule};
 pub use respond::{error_response, grpc_error_response};
 
 use crate::SERVICE_NAME;
@@ -159,7 +159,8 @@ impl Door {
             .layer(HandleErrorLayer::new(overloaded))
             .load_shed()
             .concurrency_limit(server.max_concurrent_requests)
-            // Authentication and per-user (or, for login, per-address) rate limits.
+            // Authentication, the route's scope, and per-user (or, for login, per-address)
+            // rate limits; what the authorization table does not list stops here.
             .layer(axum::middleware::from_fn_with_state(
                 door,
                 auth::authenticate,

@@ -171,12 +171,3 @@ account_rpcs! {
     set_user_tier(account::SetUserTierRequest) -> account::SetUserTierResponse;
     disable_user(account::DisableUserRequest) -> account::DisableUserResponse;
 }
-
-/// The gRPC paths the door lets through without a credential: health checks, reflection
-/// and login (limited per client address instead).
-pub fn is_public_path(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
-}
-
-/// The login RPC's path.
-pub const LOGIN_PATH: &str = "/easel.account.v1.AccountService/Login";

@@ -34,7 +34,6 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use easel_runtime::Shutdown;
 use easel_runtime::service::Listeners;
 use tokio::net::TcpListener;
@@ -58,6 +57,17 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// are closed with 1001 (going away), SSE and gRPC streams end, calls in flight finish.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> std::io::Result<()> {
     crate::metrics::describe();
+    if config.gateway.public_url.is_none()
+        && let Ok(address) = listeners.grpc.local_addr()
+        && !address.ip().is_loopback()
+    {
+        // Links then name the address each client connected to, which behind a proxy or a
+        // port mapping is not the one clients know.
+        tracing::warn!(
+            %address,
+            "EASEL_PUBLIC_URL is unset: links in answers use the gateway's own address"
+        );
+    }
     let upstreams = upstream::Upstreams::connect(&config.gateway).map_err(std::io::Error::other)?;
     let door = door::Door::start(&config.gateway, &upstreams, &shutdown)
         .await
@@ -114,15 +124,9 @@ async fn serve_public(
     };
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "gateway listening");
-    // Small frames must not wait on Nagle's algorithm behind the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        context::PublicListener(listener),
+        app.into_make_service_with_connect_info::<context::Connection>(),
     )
     .with_graceful_shutdown(drain_signal)
     .await

@@ -17,6 +17,8 @@ pub mod names {
     pub const HTTP_DURATION: &str = "http_server_request_duration_seconds";
     /// Counter: requests refused by a rate limit.
     pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+    /// Counter: requests refused because the credential lacks the route's `scope`.
+    pub const SCOPE_REFUSED: &str = "gateway_scope_refused_total";
     /// Counter: requests admitted because the rate limiter could not answer.
     pub const RATE_LIMITER_ERRORS: &str = "gateway_rate_limiter_errors_total";
     /// Gauge: open job streams (WebSocket and SSE).
@@ -36,6 +38,10 @@ pub fn describe() {
     metrics::describe_counter!(
         names::RATE_LIMITER_ERRORS,
         "requests admitted because the rate limiter could not answer"
+    );
+    metrics::describe_counter!(
+        names::SCOPE_REFUSED,
+        "requests refused because the credential lacks the route's scope"
     );
     metrics::describe_gauge!(names::OPEN_STREAMS, "open WebSocket and SSE job streams");
 }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use routes::{In, ROUTES, Route, Schema, Security};
+use routes::{In, ROUTES, Route, Schema};
+
+use crate::door::access::Access;
 use schema::Catalog;
 
 /// The error statuses and what they mean.
@@ -20,7 +22,10 @@ const ERROR_STATUSES: &[(u16, &str)] = &[
         "Invalid request (INVALID_ARGUMENT or FAILED_PRECONDITION); `details` names the fields.",
     ),
     (401, "No valid credential (UNAUTHENTICATED)."),
-    (403, "The credential may not do this (PERMISSION_DENIED)."),
+    (
+        403,
+        "The credential may not do this (PERMISSION_DENIED); a missing scope has the reason `MISSING_SCOPE` and names it in the metadata `required_scope`.",
+    ),
     (
         404,
         "No such resource, or it belongs to someone else (NOT_FOUND).",
@@ -163,7 +168,7 @@ fn operation(route: &Route) -> Result<Value, String> {
             "description": reply.description,
             "content": { media_type(reply.schema): content },
         });
-        if route.security != Security::Public {
+        if route.access != Access::Public {
             response["headers"] = rate_limit_headers();
         }
         if route.operation_id == "submitJob" {
@@ -174,7 +179,13 @@ fn operation(route: &Route) -> Result<Value, String> {
         }
         responses.insert(reply.status.to_string(), response);
     }
-    for status in route.errors {
+    // Every route that needs a scope may refuse a credential without it.
+    let mut errors = route.errors.to_vec();
+    if route.access.scope().is_some() && !errors.contains(&403) {
+        errors.push(403);
+        errors.sort_unstable();
+    }
+    for status in &errors {
         let description = ERROR_STATUSES
             .iter()
             .find(|(code, _)| code == status)
@@ -209,18 +220,36 @@ fn operation(route: &Route) -> Result<Value, String> {
         }
         responses.insert(status.to_string(), response);
     }
+    let description = match route.access {
+        Access::Scope(scope) => format!(
+            "{}\n\nNeeds the `{scope}` scope (403 `MISSING_SCOPE` without it).",
+            route.description
+        ),
+        Access::Credential => format!(
+            "{}\n\nNeeds a credential, whatever its scopes.",
+            route.description
+        ),
+        Access::Public | Access::PerAddress => route.description.to_string(),
+    };
     let mut operation = json!({
         "operationId": route.operation_id,
         "tags": [route.tag],
         "summary": route.summary,
-        "description": route.description,
+        "description": description,
         "parameters": parameters,
         "responses": responses,
     });
-    operation["security"] = match route.security {
-        Security::Public | Security::PerAddress => json!([]),
-        Security::User => json!([{ "apiKey": [] }, { "bearer": [] }]),
+    // OpenAPI 3.1 lets non-OAuth schemes list the roles a call needs: here, the scope.
+    operation["security"] = match route.access {
+        Access::Public | Access::PerAddress => json!([]),
+        Access::Credential => json!([{ "apiKey": [] }, { "bearer": [] }]),
+        Access::Scope(scope) => {
+            json!([{ "apiKey": [scope.as_str()] }, { "bearer": [scope.as_str()] }])
+        }
     };
+    if let Some(scope) = route.access.scope() {
+        operation["x-required-scope"] = json!(scope.as_str());
+    }
     if let Some(body) = &route.body {
         let mut examples = Map::new();
         for (name, example) in body.examples {
@@ -382,6 +411,21 @@ mod tests {
             .unwrap();
         assert!(examples.contains_key("textToImage") && examples.contains_key("workflow"));
         assert!(document["paths"]["/api/v1/jobs/{id}:cancel"]["post"].is_object());
+    }
+
+    #[test]
+    fn operations_document_the_scope_they_need() {
+        let document = document().unwrap();
+        let submit = &document["paths"]["/api/v1/jobs"]["post"];
+        assert_eq!(submit["x-required-scope"], "jobs:write");
+        assert_eq!(submit["security"][0]["apiKey"][0], "jobs:write");
+        assert!(submit["responses"]["403"].is_object());
+        let usage = &document["paths"]["/api/v1/usage"]["get"];
+        assert_eq!(usage["x-required-scope"], "usage:read");
+        let token = &document["paths"]["/api/v1/auth/token"]["post"];
+        assert!(token.get("x-required-scope").is_none());
+        assert_eq!(token["security"][0]["apiKey"], json!([]));
+        assert_eq!(document["paths"]["/healthz"]["get"]["security"], json!([]));
     }
 
     fn find_references(value: &Value, found: &mut Vec<String>) {

@@ -88,3 +88,97 @@ impl Service<Request<Body>> for ProtocolRouter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use easel_auth_client::{Authenticator, AuthenticatorConfig, RateLimiter};
+    use easel_runtime::Shutdown;
+    use easel_runtime::config::Env;
+    use http::Method;
+    use prost::Message;
+    use prost_types::FileDescriptorSet;
+
+    use super::*;
+    use crate::door::access::{GRPC_METHODS, Rule, rule_of};
+    use crate::upstream::Upstreams;
+
+    /// Every method of `services` in the descriptor sets, as `/package.Service/Method`.
+    fn methods_of(services: &[String]) -> BTreeSet<String> {
+        let sets = [
+            easel_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ];
+        let mut found = BTreeSet::new();
+        let mut described = BTreeSet::new();
+        for bytes in sets {
+            let set = FileDescriptorSet::decode(bytes).unwrap();
+            for file in set.file {
+                for service in &file.service {
+                    let name = format!("{}.{}", file.package(), service.name());
+                    if services.contains(&name) {
+                        described.insert(name.clone());
+                        for method in &service.method {
+                            found.insert(format!("/{name}/{}", method.name()));
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            described.len(),
+            services.len(),
+            "undescribed services among {services:?}"
+        );
+        found
+    }
+
+    #[tokio::test]
+    async fn every_grpc_method_served_is_in_the_authorization_table() {
+        let mut env = Env::from_pairs(Vec::<(String, String)>::new());
+        let config = Config::from_env(&mut env);
+        env.finish().unwrap();
+        let upstreams = Upstreams::connect(&config.gateway).unwrap();
+        let authenticator =
+            Authenticator::new(upstreams.auth.clone(), AuthenticatorConfig::default());
+        let door = Door::new(&config.gateway, authenticator, RateLimiter::in_process());
+        let gateway = Gateway::new(
+            upstreams.clone(),
+            Arc::new(config.gateway.clone()),
+            Shutdown::new(std::time::Duration::from_secs(1)),
+        );
+        let app = app(&config, gateway, door, upstreams.readiness()).unwrap();
+
+        // The public services, plus what every gRPC server of the runtime serves.
+        let mut services: Vec<String> = app
+            .service_names
+            .iter()
+            .map(|name| (*name).to_string())
+            .collect();
+        assert_eq!(services.len(), 3, "{services:?}");
+        services.extend(
+            [
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            ]
+            .map(str::to_string),
+        );
+        let served = methods_of(&services);
+        for path in &served {
+            assert!(
+                matches!(rule_of(&Method::POST, path, true), Rule::Listed(_)),
+                "{path} is served but not in the authorization table"
+            );
+        }
+        let listed: BTreeSet<String> = GRPC_METHODS
+            .iter()
+            .map(|entry| entry.path.to_string())
+            .collect();
+        assert_eq!(listed, served, "the table lists exactly what is served");
+    }
+}

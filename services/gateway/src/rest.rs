@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -26,10 +26,10 @@ use bytes::Bytes;
 use easel_runtime::admin::Readiness;
 use easel_runtime::error::{Error, reason};
 use http::request::Parts;
-use http::{HeaderMap, Method, header};
+use http::{Method, header};
 
 use crate::api::Gateway;
-use crate::context::CallContext;
+use crate::context::{CallContext, Connection};
 use crate::jwks::JwksCache;
 use json::ApiError;
 
@@ -212,40 +212,21 @@ impl FromRequestParts<RestState> for CallContext {
     }
 }
 
-/// The base URL of links in answers: `EASEL_PUBLIC_URL`, else the scheme and host the
-/// request came to (`X-Forwarded-Proto` counts only behind a trusted proxy).
-pub fn base_url(state: &RestState, headers: &HeaderMap, uri: &http::Uri) -> String {
-    let config = state.gateway.config();
-    if let Some(url) = &config.public_url {
+/// The base URL of links in answers (`Location`, `links`): `EASEL_PUBLIC_URL`, else the
+/// gateway's own address on the request's connection (the listen address, or the interface
+/// reached when listening on all of them). Never the request's `Host` or `X-Forwarded-*`
+/// headers: the caller chooses those, and a link built from them would send clients (or a
+/// shared cache's readers) to whatever host an attacker named. Empty (relative links) only
+/// when the connection's address is unknown.
+pub fn base_url(state: &RestState, extensions: &http::Extensions) -> String {
+    if let Some(url) = &state.gateway.config().public_url {
         return url.as_str().trim_end_matches('/').to_string();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|authority| authority.to_string()));
-    let Some(host) = host.filter(|host| is_host(host)) else {
-        return String::new();
-    };
-    let forwarded_https = config.trust_forwarded_for
-        && headers
-            .get("x-forwarded-proto")
-            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"https"));
-    let scheme = if forwarded_https || uri.scheme_str() == Some("https") {
-        "https"
-    } else {
-        "http"
-    };
-    format!("{scheme}://{host}")
-}
-
-/// A `Host` value that is safe to put in a URL: a host name or address and a port.
-fn is_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]".contains(&byte))
+    extensions
+        .get::<ConnectInfo<Connection>>()
+        .and_then(|info| info.0.local)
+        .map(|local| format!("http://{local}"))
+        .unwrap_or_default()
 }
 
 /// Splits `{id}:{action}` of an action route; the action must be one of `actions`.
@@ -272,13 +253,5 @@ mod tests {
         assert!(split_action("job_1", &["cancel"]).is_err());
         assert!(split_action("job_1:delete", &["cancel"]).is_err());
         assert!(split_action(":cancel", &["cancel"]).is_err());
-    }
-
-    #[test]
-    fn hosts_are_checked_before_they_go_into_links() {
-        assert!(is_host("gateway.example.com:8080"));
-        assert!(is_host("[::1]:8080"));
-        assert!(!is_host("evil.com/path"));
-        assert!(!is_host("a b"));
     }
 }

@@ -283,7 +283,13 @@ async fn invalid_fields_are_named() {
         },
     ] {
         let status = account
-            .exchange_token(with_key(ExchangeTokenRequest { ttl: Some(ttl) }, &key))
+            .exchange_token(with_key(
+                ExchangeTokenRequest {
+                    ttl: Some(ttl),
+                    ..Default::default()
+                },
+                &key,
+            ))
             .await
             .unwrap_err();
         refusals.push(("exchange_token", status));

@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use easel_auth_client::{Credential, reason};
-use easel_proto::account::v1::{ExchangeTokenRequest, RevokeApiKeyRequest, Tier};
+use easel_auth_client::{Credential, REQUIRED_SCOPE, reason};
+use easel_proto::account::v1::{
+    CreateApiKeyRequest, ExchangeTokenRequest, RevokeApiKeyRequest, Tier,
+};
 use easel_proto::auth::v1::{AuthenticateRequest, GetJwksRequest};
+use easel_runtime::error::Error;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -92,6 +95,7 @@ async fn login_and_exchanged_tokens_authenticate_until_their_key_is_revoked() {
                     seconds: 10 * 3600,
                     nanos: 0,
                 }),
+                ..Default::default()
             },
             &user.key,
         ))
@@ -138,6 +142,91 @@ async fn login_and_exchanged_tokens_authenticate_until_their_key_is_revoked() {
         Some(reason::CREDENTIAL_REVOKED),
     );
     assert!(h.internal.authenticate(bearer(&token)).await.is_ok());
+}
+
+/// The scopes the principal of `token` carries.
+async fn token_scopes(h: &mut Harness, token: &str) -> Vec<String> {
+    h.internal
+        .authenticate(bearer(token))
+        .await
+        .unwrap()
+        .into_inner()
+        .principal
+        .unwrap()
+        .scopes
+}
+
+/// ExchangeToken as the holder of `key`, asking for `scopes`.
+async fn exchange(h: &mut Harness, key: &str, scopes: &[&str]) -> Result<String, tonic::Status> {
+    let request = ExchangeTokenRequest {
+        scopes: scopes.iter().map(|scope| (*scope).to_string()).collect(),
+        ..Default::default()
+    };
+    h.account
+        .exchange_token(with_key(request, key))
+        .await
+        .map(|answer| answer.into_inner().access_token.unwrap().token)
+}
+
+#[tokio::test]
+async fn exchanged_tokens_carry_at_most_their_keys_scopes() {
+    let mut h = Harness::start().await;
+    let user = h.user(Tier::Pro).await;
+    let reader = h
+        .account
+        .create_api_key(with_key(
+            CreateApiKeyRequest {
+                name: "reader".into(),
+                scopes: vec!["jobs:read".into()],
+                ttl: None,
+            },
+            &user.key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let reader_key = reader.secret;
+    let reader_id = reader.api_key.unwrap().id;
+
+    // No scopes asked: the key's, exactly.
+    let token = exchange(&mut h, &reader_key, &[]).await.unwrap();
+    assert_eq!(token_scopes(&mut h, &token).await, ["jobs:read"]);
+
+    // Asking for more than the key has is refused, naming the scope.
+    let status = exchange(&mut h, &reader_key, &["jobs:read", "jobs:write"])
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, Some(reason::MISSING_SCOPE));
+    let error = Error::from_status(&status);
+    assert_eq!(
+        error.metadata().get(REQUIRED_SCOPE).map(String::as_str),
+        Some("jobs:write")
+    );
+    let status = exchange(&mut h, &reader_key, &["admin"]).await.unwrap_err();
+    assert_refused(&status, Code::PermissionDenied, Some(reason::MISSING_SCOPE));
+    // An unknown name is a bad argument.
+    let status = exchange(&mut h, &reader_key, &["jobs:*"])
+        .await
+        .unwrap_err();
+    assert_refused(&status, Code::InvalidArgument, None);
+
+    // A key with every user scope may narrow its token.
+    let token = exchange(&mut h, &user.key, &["usage:read", "jobs:read"])
+        .await
+        .unwrap();
+    assert_eq!(
+        token_scopes(&mut h, &token).await,
+        ["jobs:read", "usage:read"]
+    );
+
+    // A token signed with more scopes than its key (as a stolen signing key could) still gets
+    // only the key's.
+    let (kid, signing, _) = signing_key(&h).await;
+    let mut forged = claims(&h, &user.id);
+    forged["key_id"] = json!(reader_id);
+    forged["scope"] = json!("jobs:read jobs:write keys:write");
+    let token = sign(&kid, &signing, &forged);
+    assert_eq!(token_scopes(&mut h, &token).await, ["jobs:read"]);
 }
 
 #[tokio::test]

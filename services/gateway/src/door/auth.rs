@@ -1,10 +1,13 @@
-//! Authentication and rate limits at the door.
+//! Authentication, authorization and rate limits at the door.
 //!
-//! A caller presents `X-API-Key` or `Authorization: Bearer` (job streams also accept
-//! `?access_token=`, for browsers); auth resolves it to a principal (cached), and the
-//! principal's tier sets its rate. Every answer to an authenticated request carries the
-//! `RateLimit-*` headers (gRPC: as metadata); over the limit it is 429 with `Retry-After`
-//! (gRPC: RESOURCE_EXHAUSTED with `RetryInfo`).
+//! The authorization table ([`super::access`]) says what a request needs. A caller presents
+//! `X-API-Key` or `Authorization: Bearer` (job streams also accept `?access_token=`, for
+//! browsers); auth resolves it to a principal (cached), whose scopes must include the one the
+//! route needs (else 403 / PERMISSION_DENIED, reason `MISSING_SCOPE`, naming it), and whose
+//! tier sets its rate. Every answer to an authenticated request carries the `RateLimit-*`
+//! headers (gRPC: as metadata); over the limit it is 429 with `Retry-After` (gRPC:
+//! RESOURCE_EXHAUSTED with `RetryInfo`). A request the table does not list never reaches a
+//! handler.
 
 use std::sync::Arc;
 
@@ -13,57 +16,119 @@ use axum::middleware::Next;
 use axum::response::Response;
 use easel_auth_client::{Credential, RateDecision, RateQuota, reason};
 use easel_proto::account::v1::TierLimits;
-use easel_runtime::error::Error;
-use http::{HeaderMap, Uri};
+use easel_runtime::error::{Error, ErrorCode};
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 use super::Door;
-use super::access::{Access, allows_query_token};
+use super::access::{Access, Rule, allows_query_token, rule_of};
 use super::respond::respond;
 use crate::context::{Authenticated, ClientIp};
 
 /// The query parameter carrying a credential on job streams.
 const ACCESS_TOKEN: &str = "access_token";
 
-/// The door's authentication and rate-limit middleware.
+/// The door's authentication, authorization and rate-limit middleware.
 pub async fn authenticate(
     State(door): State<Arc<Door>>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let grpc = easel_runtime::grpc::is_grpc_request(request.headers());
-    match Access::of(request.method(), request.uri().path(), grpc) {
-        Access::Public => next.run(request).await,
-        Access::PerAddress => {
+    let rule = rule_of(request.method(), request.uri().path(), grpc);
+    let then = match rule {
+        Rule::Listed(Access::Public) => return next.run(request).await,
+        Rule::Listed(Access::PerAddress) => {
             let address = request
                 .extensions()
                 .get::<ClientIp>()
                 .map_or_else(|| "unknown".to_string(), |ip| ip.0.to_string());
             let decision = limit(&door, &format!("login:{address}"), door.login_quota).await;
-            admit(decision, request, next).await
+            return admit(decision, request, next, None).await;
         }
-        Access::User => {
-            let credential = match credential_of(&mut request) {
-                Some(Ok(credential)) => credential,
-                Some(Err(error)) => return respond(error, request.headers()),
-                None => {
-                    let error = Error::unauthenticated(
-                        "a credential is required: send X-API-Key or Authorization: Bearer",
-                    )
-                    .with_reason(reason::CREDENTIAL_MISSING);
-                    return respond(error, request.headers());
+        Rule::Listed(Access::Credential) => Then::Handler(None),
+        Rule::Listed(Access::Scope(scope)) => Then::Handler(Some(scope)),
+        // Not in the table: whoever asks must still say who they are (as for any route
+        // that is not public), then hears that there is nothing here.
+        Rule::OtherMethods(methods) => Then::Refuse(Refusal::OtherMethods(methods)),
+        Rule::Unlisted if grpc => Then::Refuse(Refusal::NoSuchMethod),
+        Rule::Unlisted => Then::Refuse(Refusal::NoSuchRoute),
+    };
+    let credential = match credential_of(&mut request) {
+        Some(Ok(credential)) => credential,
+        Some(Err(error)) => return respond(error, request.headers()),
+        None => {
+            let error = Error::unauthenticated(
+                "a credential is required: send X-API-Key or Authorization: Bearer",
+            )
+            .with_reason(reason::CREDENTIAL_MISSING);
+            return respond(error, request.headers());
+        }
+    };
+    let principal = match door.authenticator.authenticate(&credential).await {
+        Ok(principal) => principal,
+        Err(error) => return respond(error, request.headers()),
+    };
+    let quota = RateQuota::from_limits(principal.limits.as_ref().unwrap_or(&TierLimits::default()));
+    let decision = limit(&door, &format!("user:{}", principal.user_id), quota).await;
+    let refusal = match then {
+        Then::Handler(Some(scope)) if !scope.is_held_by(&principal) => {
+            metrics::counter!(crate::metrics::names::SCOPE_REFUSED, "scope" => scope.as_str())
+                .increment(1);
+            Some(respond(scope.missing(), request.headers()))
+        }
+        Then::Handler(_) => None,
+        Then::Refuse(refusal) => Some(refusal.respond(request.headers())),
+    };
+    request
+        .extensions_mut()
+        .insert(Authenticated(Arc::new(principal)));
+    admit(decision, request, next, refusal).await
+}
+
+/// What happens to an authenticated request.
+enum Then {
+    /// On to its handler, if the credential has the scope (when one is needed).
+    Handler(Option<easel_auth_client::Scope>),
+    /// Refused at the door: the table does not list it.
+    Refuse(Refusal),
+}
+
+/// Why the table has nothing for a request.
+enum Refusal {
+    /// A REST path served under other methods (405 with `Allow`).
+    OtherMethods(Vec<Method>),
+    /// No such REST route (404).
+    NoSuchRoute,
+    /// No such gRPC method (UNIMPLEMENTED).
+    NoSuchMethod,
+}
+
+impl Refusal {
+    fn respond(self, headers: &HeaderMap) -> Response {
+        match self {
+            Refusal::OtherMethods(methods) => {
+                let error = Error::invalid_argument(
+                    "this route does not take this method; see /openapi.json",
+                )
+                .with_reason(easel_runtime::error::reason::METHOD_NOT_ALLOWED);
+                let mut allowed: Vec<&str> = methods.iter().map(Method::as_str).collect();
+                if methods.contains(&Method::GET) {
+                    allowed.push(Method::HEAD.as_str());
                 }
-            };
-            let principal = match door.authenticator.authenticate(&credential).await {
-                Ok(principal) => principal,
-                Err(error) => return respond(error, request.headers()),
-            };
-            let quota =
-                RateQuota::from_limits(principal.limits.as_ref().unwrap_or(&TierLimits::default()));
-            let decision = limit(&door, &format!("user:{}", principal.user_id), quota).await;
-            request
-                .extensions_mut()
-                .insert(Authenticated(Arc::new(principal)));
-            admit(decision, request, next).await
+                let mut response = respond(error, headers);
+                if let Ok(value) = HeaderValue::from_str(&allowed.join(",")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                response
+            }
+            Refusal::NoSuchRoute => respond(
+                Error::not_found("no such route; see /openapi.json"),
+                headers,
+            ),
+            Refusal::NoSuchMethod => respond(
+                Error::new(ErrorCode::Unimplemented, "no such method on this server"),
+                headers,
+            ),
         }
     }
 }
@@ -82,14 +147,26 @@ async fn limit(door: &Door, key: &str, quota: RateQuota) -> Option<RateDecision>
     }
 }
 
-/// Lets the request in (with the rate-limit headers on its answer) or refuses it.
-async fn admit(decision: Option<RateDecision>, request: Request, next: Next) -> Response {
+/// Lets the request in (with the rate-limit headers on its answer), or answers `refusal`
+/// instead, or refuses it for its rate.
+async fn admit(
+    decision: Option<RateDecision>,
+    request: Request,
+    next: Next,
+    refusal: Option<Response>,
+) -> Response {
+    let pass = |request: Request| async move {
+        match refusal {
+            Some(refusal) => refusal,
+            None => next.run(request).await,
+        }
+    };
     let Some(decision) = decision else {
-        return next.run(request).await;
+        return pass(request).await;
     };
     let headers = decision.headers();
     let mut response = if decision.allowed {
-        next.run(request).await
+        pass(request).await
     } else {
         metrics::counter!(crate::metrics::names::RATE_LIMITED).increment(1);
         respond(decision.to_error(), request.headers())

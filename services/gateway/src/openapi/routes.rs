@@ -1,16 +1,11 @@
-//! The REST route table: every route the gateway serves, as documented in `/openapi.json`.
-//! The REST router registers the same paths (a test holds them together).
+//! The REST route table: every route the gateway serves, as documented in `/openapi.json`,
+//! with what the door requires of it (its half of the authorization table in
+//! [`crate::door::access`]). The REST router registers the same paths (a test holds them
+//! together).
 
-/// Who may call a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Security {
-    /// No credential.
-    Public,
-    /// No credential; limited per client address.
-    PerAddress,
-    /// An API key or a bearer token.
-    User,
-}
+use easel_auth_client::Scope;
+
+use crate::door::access::Access;
 
 /// Where a parameter goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +90,8 @@ pub struct Route {
     pub summary: &'static str,
     /// More.
     pub description: &'static str,
-    /// Who may call it.
-    pub security: Security,
+    /// What the door requires of it.
+    pub access: Access,
     /// Its parameters.
     pub params: &'static [Param],
     /// Its body.
@@ -155,7 +150,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "Submit a job",
         description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. With an `Idempotency-Key` (header or `idempotencyKey`), a repeat of the same request answers the same job with 200 and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer's `Location` and `links` point at the job, its events, its WebSocket and its cancel action.",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsWrite),
         params: &[Param {
             name: "Idempotency-Key",
             location: In::Header,
@@ -209,7 +204,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "List the caller's jobs",
         description: "Newest first, optionally filtered by status (repeat `status` or separate with commas).",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsRead),
         params: &[
             PAGE_SIZE,
             PAGE_TOKEN,
@@ -238,7 +233,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "Get a job",
         description: "A job of another user is 404, like a job that does not exist.",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsRead),
         params: &[JOB_ID],
         body: None,
         replies: &[Reply {
@@ -257,7 +252,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "Cancel a job",
         description: "A pending job is removed from the queue; a running one is interrupted on its backend. A finished job is 400 (FAILED_PRECONDITION).",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsWrite),
         params: &[JOB_ID],
         body: None,
         replies: &[Reply {
@@ -276,7 +271,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "Follow a job (Server-Sent Events)",
         description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its kind (`snapshot`, `statusChange`, `progress`, `queuePosition`, `output`); `data:` is the `JobEvent`. Reconnect with `Last-Event-ID` to get only the events after it.",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
             Param {
@@ -305,7 +300,7 @@ pub const ROUTES: &[Route] = &[
         tag: "jobs",
         summary: "Follow a job (WebSocket)",
         description: "Upgrade to a WebSocket: one text message per event (an `easel.jobs.v1.JobEvent` in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
             Param {
@@ -334,7 +329,7 @@ pub const ROUTES: &[Route] = &[
         tag: "models",
         summary: "List models",
         description: "The checkpoints available on at least one backend, by name.",
-        security: Security::User,
+        access: Access::Scope(Scope::JobsRead),
         params: &[PAGE_SIZE, PAGE_TOKEN],
         body: None,
         replies: &[Reply {
@@ -353,7 +348,7 @@ pub const ROUTES: &[Route] = &[
         tag: "account",
         summary: "Create an API key",
         description: "The secret is in this answer only.",
-        security: Security::User,
+        access: Access::Scope(Scope::KeysWrite),
         params: &[],
         body: Some(RequestBody {
             schema: Schema::Proto("easel.account.v1.CreateApiKeyRequest"),
@@ -376,7 +371,7 @@ pub const ROUTES: &[Route] = &[
         tag: "account",
         summary: "List the caller's API keys",
         description: "Never their secrets.",
-        security: Security::User,
+        access: Access::Scope(Scope::KeysRead),
         params: &[PAGE_SIZE, PAGE_TOKEN],
         body: None,
         replies: &[Reply {
@@ -395,7 +390,7 @@ pub const ROUTES: &[Route] = &[
         tag: "account",
         summary: "Revoke an API key",
         description: "At once, on every replica.",
-        security: Security::User,
+        access: Access::Scope(Scope::KeysWrite),
         params: &[Param {
             name: "id",
             location: In::Path,
@@ -420,7 +415,7 @@ pub const ROUTES: &[Route] = &[
         tag: "account",
         summary: "Log in with an email and password",
         description: "Answers a short-lived access token for `Authorization: Bearer`. Limited per client address.",
-        security: Security::PerAddress,
+        access: Access::PerAddress,
         params: &[],
         body: Some(RequestBody {
             schema: Schema::Proto("easel.account.v1.LoginRequest"),
@@ -445,13 +440,16 @@ pub const ROUTES: &[Route] = &[
         operation_id: "exchangeToken",
         tag: "account",
         summary: "Exchange the calling API key for an access token",
-        description: "For browsers that should not hold the key. The body is optional.",
-        security: Security::User,
+        description: "For browsers that should not hold the key. The body is optional. The token carries the key's scopes, or the subset listed in `scopes`; asking for a scope the key lacks is 403 `MISSING_SCOPE`.",
+        access: Access::Credential,
         params: &[],
         body: Some(RequestBody {
             schema: Schema::Proto("easel.account.v1.ExchangeTokenRequest"),
             required: false,
-            examples: &[("short", r#"{"ttl":"300s"}"#)],
+            examples: &[
+                ("short", r#"{"ttl":"300s"}"#),
+                ("readOnly", r#"{"ttl":"300s","scopes":["jobs:read"]}"#),
+            ],
         }),
         replies: &[Reply {
             status: 200,
@@ -459,7 +457,7 @@ pub const ROUTES: &[Route] = &[
             schema: Schema::Proto("easel.account.v1.ExchangeTokenResponse"),
             example: TOKEN_EXAMPLE,
         }],
-        errors: &[400, 401, 415, 429],
+        errors: &[400, 401, 403, 415, 429],
     },
     Route {
         method: "get",
@@ -469,7 +467,7 @@ pub const ROUTES: &[Route] = &[
         tag: "account",
         summary: "The caller's usage and limits",
         description: "Daily usage, newest first, and the tier's limits.",
-        security: Security::User,
+        access: Access::Scope(Scope::UsageRead),
         params: &[Param {
             name: "days",
             location: In::Query,
@@ -494,7 +492,7 @@ pub const ROUTES: &[Route] = &[
         tag: "admin",
         summary: "Create a user (admin)",
         description: "Needs the admin role.",
-        security: Security::User,
+        access: Access::Scope(Scope::Admin),
         params: &[],
         body: Some(RequestBody {
             schema: Schema::Proto("easel.account.v1.CreateUserRequest"),
@@ -520,7 +518,7 @@ pub const ROUTES: &[Route] = &[
         tag: "admin",
         summary: "Change a user's tier (admin)",
         description: "Needs the admin role.",
-        security: Security::User,
+        access: Access::Scope(Scope::Admin),
         params: &[Param {
             name: "id",
             location: In::Path,
@@ -549,7 +547,7 @@ pub const ROUTES: &[Route] = &[
         tag: "admin",
         summary: "Disable a user (admin)",
         description: "Their keys and tokens stop working. Needs the admin role.",
-        security: Security::User,
+        access: Access::Scope(Scope::Admin),
         params: &[Param {
             name: "id",
             location: In::Path,
@@ -574,7 +572,7 @@ pub const ROUTES: &[Route] = &[
         tag: "artifacts",
         summary: "Download an output (signed link)",
         description: "The `url` of a job output: the link's signature and expiry are its credential. Supports `Range`.",
-        security: Security::Public,
+        access: Access::Public,
         params: &[
             Param {
                 name: "id",
@@ -623,7 +621,7 @@ pub const ROUTES: &[Route] = &[
         tag: "meta",
         summary: "The keys that verify access tokens",
         description: "A JSON Web Key Set (RFC 7517).",
-        security: Security::Public,
+        access: Access::Public,
         params: &[],
         body: None,
         replies: &[Reply {
@@ -642,7 +640,7 @@ pub const ROUTES: &[Route] = &[
         tag: "meta",
         summary: "This document",
         description: "OpenAPI 3.1.",
-        security: Security::Public,
+        access: Access::Public,
         params: &[],
         body: None,
         replies: &[Reply {
@@ -661,7 +659,7 @@ pub const ROUTES: &[Route] = &[
         tag: "meta",
         summary: "Liveness",
         description: "The process is alive.",
-        security: Security::Public,
+        access: Access::Public,
         params: &[],
         body: None,
         replies: &[Reply {
@@ -680,7 +678,7 @@ pub const ROUTES: &[Route] = &[
         tag: "meta",
         summary: "Readiness",
         description: "Ready while auth and jobs answer; 503 naming the dependency that does not.",
-        security: Security::Public,
+        access: Access::Public,
         params: &[],
         body: None,
         replies: &[Reply {
@@ -699,7 +697,7 @@ pub const ROUTES: &[Route] = &[
         tag: "meta",
         summary: "Prometheus metrics",
         description: "The Prometheus text format.",
-        security: Security::Public,
+        access: Access::Public,
         params: &[],
         body: None,
         replies: &[Reply {

@@ -73,7 +73,7 @@ pub async fn submit(
                 .map_err(|_| Error::invalid_field("Idempotency-Key", "must be printable ASCII"))?,
         ),
     };
-    let base = base_url(&state, request.headers(), request.uri());
+    let base = base_url(&state, request.extensions());
     let body = json_body(request, &state, false).await?;
     let submit = parse_submit(&body, idempotency_key.as_deref())?;
     let answer = state.gateway.submit_job(&context, submit).await?;

@@ -29,6 +29,24 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// The gRPC status of the answer (from the trailers, or the headers of a trailers-only
+    /// answer), with its details.
+    pub fn grpc(&self) -> tonic::Status {
+        let mut map = self.headers.clone();
+        for (name, value) in &self.trailers {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                map.insert(name, value);
+            }
+        }
+        tonic::Status::from_header_map(&map)
+            .unwrap_or_else(|| tonic::Status::unknown("no grpc-status"))
+    }
+}
+
 /// `message` as one data frame.
 pub fn frame(message: &impl prost::Message) -> Bytes {
     let payload = message.encode_to_vec();

@@ -7,9 +7,11 @@
 mod door;
 mod envoy;
 mod grpc_web;
+mod host_header;
 mod logs;
 mod process;
 mod protocols;
 mod rest;
+mod scopes;
 mod streams;
 mod support;
