@@ -11,7 +11,7 @@ use crate::support::{self, failed, fast_config, last, next, rest, run, start, te
 
 #[tokio::test]
 async fn a_run_streams_progress_and_the_image_bytes() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -79,7 +79,7 @@ async fn a_run_streams_progress_and_the_image_bytes() {
 
 #[tokio::test]
 async fn a_cached_rerun_still_returns_its_outputs() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -118,7 +118,7 @@ async fn a_cached_rerun_still_returns_its_outputs() {
 
 #[tokio::test]
 async fn a_runtime_error_fails_with_the_exception() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -142,7 +142,7 @@ async fn a_runtime_error_fails_with_the_exception() {
 
 #[tokio::test]
 async fn out_of_memory_frees_the_backend_and_is_retryable() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -159,7 +159,7 @@ async fn out_of_memory_frees_the_backend_and_is_retryable() {
 
 #[tokio::test]
 async fn a_queued_and_a_running_prompt_can_be_interrupted() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -239,7 +239,7 @@ async fn a_queued_and_a_running_prompt_can_be_interrupted() {
 
 #[tokio::test]
 async fn a_run_past_its_deadline_is_interrupted_on_comfyui() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -265,7 +265,7 @@ async fn a_run_past_its_deadline_is_interrupted_on_comfyui() {
 
 #[tokio::test]
 async fn a_dropped_websocket_is_reconciled_from_history() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let proxy = support::Proxy::start(sim.addr).await;
