@@ -66,6 +66,9 @@ pub struct SimConfig {
     /// Off by default: the markers sit in user text (a prompt), so a simulator serving real
     /// users (`easel up`) must never act on them. Only tests turn this on.
     pub honour_request_faults: bool,
+    /// Node classes this server does not have (e.g. `SaveImageWebsocket`, a custom node that
+    /// not every ComfyUI installs): absent from `/object_info`, refused in prompts.
+    pub without_nodes: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -87,6 +90,7 @@ impl Default for SimConfig {
             exit_process_on_die: false,
             history_cap: 10_000,
             honour_request_faults: false,
+            without_nodes: Vec::new(),
         }
     }
 }

@@ -128,7 +128,10 @@ async fn run_with_kill(
     kill: CancellationToken,
 ) -> Result<(), SimError> {
     let (dirs, temp) = prepare_dirs(&config)?;
-    let catalog = nodes::NodeCatalog::load()?;
+    let mut catalog = nodes::NodeCatalog::load()?;
+    for class in &config.without_nodes {
+        catalog.remove(class);
+    }
     let (refuse_sender, refuse_receiver) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         config,

@@ -63,6 +63,9 @@ struct Cli {
     /// serves users' prompts.
     #[arg(long, env = "EASEL_SIM_REQUEST_FAULTS")]
     request_faults: bool,
+    /// Node classes this server does not have (comma-separated), e.g. `SaveImageWebsocket`.
+    #[arg(long, env = "EASEL_SIM_WITHOUT_NODES", value_delimiter = ',')]
+    without_nodes: Vec<String>,
     /// History entries kept.
     #[arg(long, env = "EASEL_SIM_HISTORY_CAP", default_value_t = 10_000)]
     history_cap: usize,
@@ -89,6 +92,7 @@ impl Cli {
             exit_process_on_die: true,
             history_cap: self.history_cap,
             honour_request_faults: self.request_faults,
+            without_nodes: self.without_nodes,
         }
     }
 }

@@ -25,6 +25,7 @@ fn raw(
         })),
         timeout: None,
         exclude_backends: vec![],
+        ..Default::default()
     }
 }
 
