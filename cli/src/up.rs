@@ -24,6 +24,8 @@ use tokio::task::JoinSet;
 
 use crate::output;
 
+mod simulator;
+
 /// Options of `easel up`.
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -78,9 +80,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 ..easel_comfy_sim::SimConfig::default()
             };
             let token = shutdown.token().clone();
+            // Supervised: a simulator that stops is restarted on the same address rather than
+            // taking the platform down with it. Request fault markers stay off (the default):
+            // they travel in users' prompts.
             tasks.spawn(async move {
-                let result = easel_comfy_sim::run(sim_config, listener, token).await;
-                ("comfyui simulator", result.map_err(anyhow::Error::from))
+                let result = simulator::supervise(sim_config, listener, token).await;
+                ("comfyui simulator", result)
             });
             format!("http://{address}")
         }

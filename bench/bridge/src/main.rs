@@ -43,6 +43,7 @@ fn request(run_id: String, prompt: String, steps: u32) -> RunWorkflowRequest {
         })),
         timeout: None,
         exclude_backends: vec![],
+        ..Default::default()
     }
 }
 

@@ -49,6 +49,7 @@ fn text(index: usize) -> SubmitJobRequest {
                 height: 512,
                 ..Default::default()
             })),
+            ..Default::default()
         }),
         ..Default::default()
     }

@@ -39,6 +39,7 @@ fn request(run: &str, index: usize) -> SubmitJobRequest {
                     steps: 20,
                     ..TextToImage::default()
                 })),
+                ..Default::default()
             }),
             idempotency_key: format!("{run}-{index}"),
             ..v1::SubmitJobRequest::default()

@@ -30,6 +30,7 @@ async fn submit(client: &mut Client, index: usize) -> anyhow::Result<String> {
                         height: 512,
                         ..TextToImage::default()
                     })),
+                    ..Default::default()
                 }),
                 ..v1::SubmitJobRequest::default()
             }),

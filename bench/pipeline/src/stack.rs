@@ -200,6 +200,7 @@ pub async fn submit(
             request: Some(v1::SubmitJobRequest {
                 spec: Some(JobSpec {
                     kind: Some(job_spec::Kind::TextToImage(request)),
+                    ..Default::default()
                 }),
                 ..v1::SubmitJobRequest::default()
             }),
@@ -277,6 +278,7 @@ pub async fn through_bridge(
             workflow: Some(run_workflow_request::Workflow::TextToImage(request)),
             timeout: None,
             exclude_backends: vec![],
+            ..Default::default()
         })
         .await?
         .into_inner();

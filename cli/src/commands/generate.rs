@@ -73,6 +73,7 @@ pub async fn run(clients: &mut Clients, args: GenerateArgs, json: bool) -> anyho
             checkpoint: args.checkpoint.clone().unwrap_or_default(),
             batch_size: args.batch.unwrap_or(0),
         })),
+        ..Default::default()
     };
     let submitted = clients
         .jobs

@@ -13,6 +13,7 @@ use easel_proto::bridge::v1::{
     ListModelsResponse, RunWorkflowRequest, RunWorkflowResponse,
 };
 use easel_runtime::Error;
+use easel_workflow_policy::Caller;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -88,6 +89,17 @@ impl Bridge {
                 });
             }
         };
+        // Defense in depth: jobs checked raw workflows at submit time; every graph, ours
+        // included, is checked again right before it can reach ComfyUI. The bridge resolves no
+        // uploaded inputs yet, so every `easel-input://` reference is refused here.
+        let prefix = match &request.workflow {
+            Some(RequestWorkflow::TextToImage(_)) => "text_to_image.graph",
+            _ => "raw.graph",
+        };
+        self.config
+            .workflow_policy
+            .check(&graph.graph, Caller::without_inputs())
+            .map_err(|violations| BridgeError::Refused { prefix, violations })?;
         let timeout = match &request.timeout {
             None => self.config.run_timeout,
             Some(timeout) => {
@@ -114,6 +126,7 @@ impl Bridge {
                 .iter()
                 .cloned()
                 .collect::<HashSet<_>>(),
+            keep_workflow_metadata: request.keep_workflow_metadata,
         })
     }
 }
@@ -138,6 +151,7 @@ fn backend_proto(status: BackendStatus) -> BackendProto {
         vram_total_bytes: status.vram_total,
         vram_free_bytes: status.vram_free,
         last_checkpoint: status.last_checkpoint.unwrap_or_default(),
+        websocket_connected: status.websocket_connected,
         last_check_time: status.last_check_time.map(|time| {
             let elapsed = time.duration_since(UNIX_EPOCH).unwrap_or_default();
             pbjson_types::Timestamp {

@@ -63,6 +63,8 @@ pub struct BackendStatus {
     pub last_checkpoint: Option<String>,
     /// When the last health check ran.
     pub last_check_time: Option<SystemTime>,
+    /// Whether the WebSocket is connected.
+    pub websocket_connected: bool,
 }
 
 #[derive(Debug)]
@@ -79,6 +81,9 @@ pub(crate) struct State {
     pub(crate) running_prompt: Option<String>,
     /// The breaker state last published (the breaker turns half-open lazily, with time).
     pub(crate) published: BreakerState,
+    /// Whether `/object_info` lists `SaveImageWebsocket` (unknown until asked; forgotten when
+    /// the WebSocket drops, as the server may come back as another version).
+    pub(crate) save_websocket: Option<bool>,
 }
 
 /// One backend of the pool.
@@ -127,6 +132,7 @@ impl Backend {
                 ws_connected: false,
                 running_prompt: None,
                 published: BreakerState::Closed,
+                save_websocket: None,
             }),
             runs: Mutex::new(HashMap::new()),
             next_subscription: std::sync::atomic::AtomicU64::new(1),
@@ -237,6 +243,7 @@ impl Backend {
             vram_free: state.vram.1,
             last_checkpoint: state.last_checkpoint.clone(),
             last_check_time: state.last_check_time,
+            websocket_connected: state.ws_connected,
         }
     }
 
@@ -262,6 +269,29 @@ impl Backend {
             .is_some_and(|(id, _)| *id == subscription.id)
         {
             runs.remove(&subscription.prompt_id);
+        }
+    }
+
+    /// Whether the backend can send images over the WebSocket (`SaveImageWebsocket`), asked
+    /// once and remembered. When asking fails the answer is "no" for this run only: the
+    /// fallback (an unguessable per-run prefix) is safe too.
+    pub async fn supports_save_websocket(&self) -> bool {
+        if let Some(known) = self.lock().save_websocket {
+            return known;
+        }
+        match self
+            .client
+            .has_node(crate::isolation::SAVE_IMAGE_WEBSOCKET)
+            .await
+        {
+            Ok(known) => {
+                self.lock().save_websocket = Some(known);
+                known
+            }
+            Err(error) => {
+                tracing::warn!(backend = %self.name, error = %error, "cannot read /object_info");
+                false
+            }
         }
     }
 

@@ -369,6 +369,22 @@ impl ComfyClient {
         })
     }
 
+    /// Whether `/object_info/{class}` knows the node class (an unknown class is `{}`).
+    pub async fn has_node(&self, class: &str) -> Result<bool, ComfyError> {
+        const ENDPOINT: &str = "/object_info/{class}";
+        let mut url = self.url("/object_info/");
+        url.path_segments_mut()
+            .map_err(|()| ComfyError::Body {
+                endpoint: ENDPOINT,
+                reason: "base URL cannot have paths".to_string(),
+            })?
+            .pop_if_empty()
+            .push(class);
+        let response = self.send(ENDPOINT, self.http.get(url)).await?;
+        let body = self.json(ENDPOINT, response).await?;
+        Ok(body.get(class).is_some_and(Value::is_object))
+    }
+
     /// The checkpoint names: `GET /models/checkpoints`, or `CheckpointLoaderSimple`'s
     /// `ckpt_name` list from `/object_info` on servers without that route.
     pub async fn checkpoints(&self) -> Result<Vec<String>, ComfyError> {

@@ -60,6 +60,10 @@ pub struct BridgeConfig {
     /// `EASEL_DEFAULT_CHECKPOINT`: the template's checkpoint when a request names none
     /// (default: the first checkpoint the backends list).
     pub default_checkpoint: Option<String>,
+    /// `EASEL_WORKFLOW_NODE_ALLOWLIST` / `EASEL_WORKFLOW_NODE_DENYLIST`: the node classes a
+    /// graph may use (the same policy jobs applies at submit time; checked again here right
+    /// before `POST /prompt`).
+    pub workflow_policy: easel_workflow_policy::WorkflowPolicy,
 }
 
 impl BridgeConfig {
@@ -93,6 +97,7 @@ impl BridgeConfig {
                 .duration("EASEL_COMFYUI_BREAKER_COOLDOWN", Duration::from_secs(15)),
             models_ttl: env.duration("EASEL_COMFYUI_MODELS_TTL", Duration::from_secs(30)),
             default_checkpoint: env.optional_string("EASEL_DEFAULT_CHECKPOINT"),
+            workflow_policy: easel_workflow_policy::WorkflowPolicy::from_env(env),
         }
     }
 

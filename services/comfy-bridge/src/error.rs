@@ -19,6 +19,15 @@ pub enum BridgeError {
         /// What is wrong.
         reason: String,
     },
+    /// The graph breaks the backend policy (node classes, file and model inputs); `prefix`
+    /// is where its nodes sit in the request (`raw.graph`, `text_to_image`).
+    #[error("{}", easel_workflow_policy::summary(.violations, .prefix))]
+    Refused {
+        /// The request path of the graph's nodes.
+        prefix: &'static str,
+        /// The problems.
+        violations: Vec<easel_workflow_policy::Violation>,
+    },
     /// ComfyUI rejected the graph.
     #[error("ComfyUI rejected the graph: {}", .0.message)]
     Rejected(PromptRejection),
@@ -101,6 +110,9 @@ impl From<BridgeError> for Error {
     fn from(error: BridgeError) -> Self {
         match error {
             BridgeError::InvalidField { field, reason } => Error::invalid_field(field, reason),
+            BridgeError::Refused { prefix, violations } => {
+                easel_workflow_policy::to_error(&violations, prefix)
+            }
             BridgeError::Rejected(rejection) => {
                 let mut error = Error::invalid_argument(rejection_message(&rejection));
                 if rejection.node_errors.is_empty() {

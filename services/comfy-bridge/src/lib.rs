@@ -7,6 +7,8 @@
 //! - [`backend`]: one backend (health, breaker, the shared WebSocket);
 //! - [`breaker`], [`pool`]: the circuit breaker and the scheduler;
 //! - [`template`]: the text-to-image template and raw workflows;
+//! - [`isolation`]: the workflow policy before `POST /prompt`, outputs that never persist on
+//!   the backend, images stored without their prompt text;
 //! - [`run`]: one run from scheduling to its last event;
 //! - [`api`]: the gRPC handlers.
 //!
@@ -19,6 +21,7 @@ pub mod breaker;
 pub mod comfy;
 pub mod config;
 pub mod error;
+pub mod isolation;
 pub mod metrics;
 pub mod models;
 pub mod pool;

@@ -20,6 +20,7 @@ use crate::backend::Backend;
 use crate::comfy::ComfyError;
 use crate::config::BridgeConfig;
 use crate::error::BridgeError;
+use crate::isolation;
 use crate::pool::Pool;
 use crate::template::BuiltGraph;
 
@@ -151,6 +152,8 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// Backends not to use.
     pub exclude: HashSet<String>,
+    /// Keep the PNG text chunks (the prompt graph) in the output images.
+    pub keep_workflow_metadata: bool,
 }
 
 /// A timestamp for an event.
@@ -228,7 +231,7 @@ pub async fn drive(
     };
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + request.timeout;
-    let (slot, subscription, accepted) =
+    let (slot, subscription, accepted, streamed_nodes) =
         match submit(&config, &pool, &control, &request, deadline, &events).await {
             Ok(submitted) => submitted,
             // ComfyUI judged the graph: that is the run's outcome, told as a `failed` event
@@ -264,6 +267,7 @@ pub async fn drive(
         events: &events,
         deadline,
         started,
+        streamed_nodes: &streamed_nodes,
     };
     watcher.run(slot, subscription, queued).await;
 }
@@ -281,10 +285,13 @@ async fn submit(
         crate::pool::Slot,
         crate::backend::Subscription,
         crate::comfy::Accepted,
+        HashSet<String>,
     ),
     BridgeError,
 > {
     let mut exclude = request.exclude.clone();
+    // One unguessable prefix per run, for backends without `SaveImageWebsocket`.
+    let prefix = isolation::run_prefix();
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let wait = config.queue_timeout.min(left);
@@ -305,19 +312,19 @@ async fn submit(
             () = events.closed() => return Err(BridgeError::Cancelled),
         };
         let backend = slot.backend().clone();
+        // Outputs never persist on the backend where it can stream them; elsewhere they are
+        // written under the run's unguessable prefix.
+        // Streamed images exist only in the frames: stream only over a socket that is up.
+        let websocket = backend.ws_connected() && backend.supports_save_websocket().await;
+        let prepared = isolation::prepare(&request.graph.graph, websocket, &prefix);
         let subscription = backend.subscribe(&request.run_id);
         control.set_backend(Some(backend.clone()));
         let posted = backend
             .client
-            .post_prompt(
-                &request.run_id,
-                &backend.client_id,
-                &request.graph.graph,
-                None,
-            )
+            .post_prompt(&request.run_id, &backend.client_id, &prepared.graph, None)
             .await;
         match posted {
-            Ok(accepted) => return Ok((slot, subscription, accepted)),
+            Ok(accepted) => return Ok((slot, subscription, accepted, prepared.streamed_nodes)),
             Err(ComfyError::Rejected(rejection)) => {
                 backend.unsubscribe(&subscription);
                 // The backend answered: it works, whatever the graph's problems.

@@ -336,7 +336,8 @@ fn own_schemas() -> Map<String, Value> {
             "type": "object",
             "properties": {
                 "idempotencyKey": {"type": "string", "maxLength": 255, "description": "Same as the Idempotency-Key header."},
-                "startTimeout": {"type": "string", "examples": ["600s"], "description": "Give up if the job has not started within this long."}
+                "startTimeout": {"type": "string", "examples": ["600s"], "description": "Give up if the job has not started within this long."},
+                "keepWorkflowMetadata": {"type": "boolean", "default": false, "description": "Keep the prompt graph ComfyUI embeds in PNG text chunks (stripped by default). Also `keep_workflow_metadata`."}
             }
         },
         "SubmitJobAccepted": {

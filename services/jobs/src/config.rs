@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
+use easel_workflow_policy::WorkflowPolicy;
 
 use crate::{DEFAULT_ADMIN_LISTEN, DEFAULT_GRPC_LISTEN, SERVICE_NAME};
 
@@ -89,6 +90,10 @@ pub struct Config {
     pub output_url_ttl: Duration,
     /// Queue, worker and reconciler settings.
     pub worker: WorkerConfig,
+    /// `EASEL_WORKFLOW_NODE_ALLOWLIST` / `EASEL_WORKFLOW_NODE_DENYLIST`: which node classes a
+    /// raw workflow may use (default: every class but the deny-list of
+    /// `easel_workflow_policy::DEFAULT_DENYLIST`).
+    pub workflow_policy: WorkflowPolicy,
 }
 
 impl Config {
@@ -130,6 +135,7 @@ impl Config {
             storage_url,
             auth_url: env.optional_string("EASEL_AUTH_URL"),
             output_url_ttl: env.duration("EASEL_OUTPUT_URL_TTL", Duration::from_secs(3600)),
+            workflow_policy: WorkflowPolicy::from_env(env),
             worker: WorkerConfig {
                 role: env.parse("EASEL_JOBS_ROLE", Role::All),
                 visibility_timeout,

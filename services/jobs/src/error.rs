@@ -9,6 +9,9 @@ pub const TIER_LIMIT_EXCEEDED: &str = "TIER_LIMIT_EXCEEDED";
 /// `ErrorInfo.reason` of an exhausted quota (metadata `limit` names it, `value` its value).
 pub const QUOTA_EXHAUSTED: &str = "QUOTA_EXHAUSTED";
 
+/// Where a raw workflow's nodes sit in a submit request, for field violations.
+const WORKFLOW_FIELD: &str = "spec.workflow.graph";
+
 /// What can go wrong in the jobs service.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
@@ -30,6 +33,9 @@ pub enum JobsError {
         /// The limit's name, e.g. `max_pixels`.
         limit: &'static str,
     },
+    /// A raw workflow breaks the backend policy (node classes, file and model inputs).
+    #[error("{}", easel_workflow_policy::summary(.0, WORKFLOW_FIELD))]
+    WorkflowRefused(Vec<easel_workflow_policy::Violation>),
     /// A quota of the caller (jobs per day, concurrent jobs) is used up.
     #[error("{limit} of {value} reached")]
     QuotaExhausted {
@@ -92,6 +98,9 @@ impl From<JobsError> for Error {
             } => Error::invalid_field(field, description)
                 .with_reason(TIER_LIMIT_EXCEEDED)
                 .with_metadata("limit", limit),
+            JobsError::WorkflowRefused(violations) => {
+                easel_workflow_policy::to_error(&violations, WORKFLOW_FIELD)
+            }
             JobsError::QuotaExhausted {
                 limit,
                 value,

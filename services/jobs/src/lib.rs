@@ -127,6 +127,7 @@ pub async fn build(
             max_attempts: config.worker.max_attempts,
             output_url_ttl: config.output_url_ttl,
             parallelism: u32::try_from(concurrency).unwrap_or(1),
+            workflow_policy: config.workflow_policy.clone(),
         },
     ));
     let worker = WorkerSettings {

@@ -24,7 +24,8 @@ use crate::model::{
 };
 use crate::queue::{JobQueue, QueueMessage, priority_class};
 use crate::submit::{Accepted, Submission, Submitter};
-use crate::validate::validate_submit;
+use crate::validate::{check_policy, validate_submit};
+use easel_workflow_policy::WorkflowPolicy;
 
 pub use crate::submit::IDEMPOTENCY_TTL;
 
@@ -37,6 +38,8 @@ pub struct ApiSettings {
     pub output_url_ttl: Duration,
     /// Jobs the deployment runs at once, for ETAs.
     pub parallelism: u32,
+    /// What raw workflows may do on the backends.
+    pub workflow_policy: WorkflowPolicy,
 }
 
 /// The jobs service's shared state.
@@ -166,6 +169,7 @@ impl Jobs {
     /// (`true` = replayed). The write is grouped with concurrent submits ([`crate::submit`]).
     pub async fn submit(&self, caller: &Caller, request: &SubmitJobRequest) -> Result<(Job, bool)> {
         let validated = validate_submit(request, &caller.limits, rand::random::<u64>)?;
+        check_policy(&self.settings.workflow_policy, &caller.user_id, &validated)?;
         let now = self.clock.now();
         let submission = self.submission(caller, &validated, &JobId::new(), now)?;
         match self.submitter.submit(submission).await? {

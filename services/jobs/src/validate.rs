@@ -7,6 +7,7 @@ use easel_proto::account::v1::TierLimits;
 use easel_proto::jobs::v1::{
     JobMetadata, JobSpec, Sampler, Scheduler, SubmitJobRequest, TextToImage, Workflow, job_spec,
 };
+use easel_workflow_policy::{Caller, NoInputs, WorkflowPolicy};
 use pbjson_types::value::Kind as ValueKind;
 use sha2::{Digest, Sha256};
 
@@ -110,12 +111,56 @@ pub fn validate_submit(
         }
     };
     Ok(Validated {
-        spec: JobSpec { kind: Some(spec) },
+        spec: JobSpec {
+            kind: Some(spec),
+            keep_workflow_metadata: request
+                .spec
+                .as_ref()
+                .is_some_and(|spec| spec.keep_workflow_metadata),
+        },
         metadata,
         request_hash: request_hash(request)?,
         start_timeout,
         idempotency_key,
     })
+}
+
+/// Applies the backend policy (node classes, file and model inputs) to a raw workflow, with the
+/// overrides applied as the bridge will apply them. Text-to-image graphs are built by the
+/// bridge from easel's own template, which the bridge checks against the same policy.
+pub fn check_policy(policy: &WorkflowPolicy, owner: &str, validated: &Validated) -> Result<()> {
+    let Some(job_spec::Kind::Workflow(workflow)) = validated.spec.kind.as_ref() else {
+        return Ok(());
+    };
+    let Some(graph) = workflow.graph.as_ref() else {
+        return Ok(());
+    };
+    let mut graph = serde_json::to_value(graph).map_err(|error| {
+        JobsError::field(
+            "spec.workflow.graph",
+            format!("is not a JSON object: {error}"),
+        )
+    })?;
+    for item in &workflow.overrides {
+        if let (Some(inputs), Some(value)) = (
+            graph
+                .get_mut(&item.node_id)
+                .and_then(|node| node.get_mut("inputs"))
+                .and_then(serde_json::Value::as_object_mut),
+            item.value.as_ref(),
+        ) {
+            let value = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+            inputs.insert(item.input.clone(), value);
+        }
+    }
+    // No uploaded inputs exist yet: every `easel-input://` reference is unknown.
+    let caller = Caller {
+        owner: Some(owner),
+        inputs: &NoInputs,
+    };
+    policy
+        .check(&graph, caller)
+        .map_err(JobsError::WorkflowRefused)
 }
 
 fn over(field: &str, description: String, limit: &'static str) -> JobsError {
@@ -433,6 +478,7 @@ mod tests {
                     prompt: prompt.into(),
                     ..Default::default()
                 })),
+                ..Default::default()
             }),
             ..Default::default()
         }
@@ -502,6 +548,7 @@ mod tests {
             let mut request = t2i("a cat");
             if let Some(JobSpec {
                 kind: Some(job_spec::Kind::TextToImage(t)),
+                ..
             }) = request.spec.as_mut()
             {
                 mutate(t);
@@ -545,6 +592,7 @@ mod tests {
                     graph: Some(graph),
                     overrides: vec![],
                 })),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -552,6 +600,55 @@ mod tests {
             field_of(validate_submit(&request, &TierLimits::default(), || 1).unwrap_err()),
             "spec.workflow.graph.3.inputs"
         );
+    }
+
+    #[test]
+    fn the_backend_policy_names_the_node_and_input() {
+        let graph: pbjson_types::Struct = serde_json::from_str(
+            r#"{"1": {"class_type": "LoadImage", "inputs": {"image": "easel_00294_.png [output]"}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}"#,
+        )
+        .unwrap();
+        let request = |overrides: Vec<easel_proto::jobs::v1::InputOverride>| SubmitJobRequest {
+            spec: Some(JobSpec {
+                kind: Some(job_spec::Kind::Workflow(Workflow {
+                    graph: Some(graph.clone()),
+                    overrides,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let policy = WorkflowPolicy::default();
+        let validated = validate_submit(&request(vec![]), &TierLimits::default(), || 1).unwrap();
+        let error =
+            easel_runtime::Error::from(check_policy(&policy, "usr_b", &validated).unwrap_err());
+        assert_eq!(error.code(), easel_runtime::ErrorCode::InvalidArgument);
+        assert_eq!(
+            error.field_violations()[0].field,
+            "spec.workflow.graph.1.inputs.image"
+        );
+        // An override cannot sneak a path past the check.
+        let sneaky = easel_proto::jobs::v1::InputOverride {
+            node_id: "1".into(),
+            input: "image".into(),
+            value: Some(serde_json::from_str("\"/etc/passwd\"").unwrap()),
+        };
+        let validated =
+            validate_submit(&request(vec![sneaky]), &TierLimits::default(), || 1).unwrap();
+        let JobsError::WorkflowRefused(violations) =
+            check_policy(&policy, "usr_b", &validated).unwrap_err()
+        else {
+            panic!("refused by the policy");
+        };
+        assert!(
+            violations[0].description.contains("absolute path"),
+            "{violations:?}"
+        );
+        // Text-to-image specs are the bridge's template: nothing to check here.
+        let validated =
+            validate_submit(&t2i("a cat [output]"), &TierLimits::default(), || 1).unwrap();
+        assert!(check_policy(&policy, "usr_b", &validated).is_ok());
     }
 
     #[test]
@@ -575,6 +672,7 @@ mod tests {
                     graph: Some(graph),
                     overrides: vec![],
                 })),
+                ..Default::default()
             }),
             ..Default::default()
         };

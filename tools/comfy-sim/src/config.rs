@@ -62,6 +62,13 @@ pub struct SimConfig {
     pub exit_process_on_die: bool,
     /// How many history entries are kept (ComfyUI: 10000).
     pub history_cap: usize,
+    /// Honour per-request fault controls (`extra_data.easel_sim` and `[[sim:…]]` markers).
+    /// Off by default: the markers sit in user text (a prompt), so a simulator serving real
+    /// users (`easel up`) must never act on them. Only tests turn this on.
+    pub honour_request_faults: bool,
+    /// Node classes this server does not have (e.g. `SaveImageWebsocket`, a custom node that
+    /// not every ComfyUI installs): absent from `/object_info`, refused in prompts.
+    pub without_nodes: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -82,6 +89,19 @@ impl Default for SimConfig {
             refuse_connections: false,
             exit_process_on_die: false,
             history_cap: 10_000,
+            honour_request_faults: false,
+            without_nodes: Vec::new(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The default configuration with per-request fault controls honoured: for tests that
+    /// inject failures with `[[sim:…]]` markers or `extra_data.easel_sim`.
+    pub fn with_request_faults() -> Self {
+        Self {
+            honour_request_faults: true,
+            ..Self::default()
         }
     }
 }
@@ -95,7 +115,7 @@ pub fn default_checkpoints() -> Vec<String> {
 }
 
 /// Per-request controls, read from `extra_data.easel_sim` and from `[[sim:…]]` markers in any
-/// string input of the graph.
+/// string input of the graph, only when [`SimConfig::honour_request_faults`] is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestControl {
     /// The failure to inject.

@@ -7,7 +7,11 @@
 //! for the text-to-image chain (CheckpointLoaderSimple → CLIPTextEncode → EmptyLatentImage →
 //! KSampler → VAEDecode), producing PNGs that depend on the seed and the prompt text.
 //!
-//! Failures can be injected by configuration ([`SimConfig`]) or per request:
+//! Failures can be injected by configuration ([`SimConfig`]) or, only when
+//! [`SimConfig::honour_request_faults`] is on (binary: `--request-faults` /
+//! `EASEL_SIM_REQUEST_FAULTS=true`; in process: [`SimConfig::with_request_faults`]), per
+//! request. It is off by default because the markers travel in user text: a simulator serving
+//! real users (`easel up`) never acts on them.
 //! - `extra_data.easel_sim`: `{"fault": "error"|"oom"|"die", "node": "<id>", "step": K,
 //!   "step_delay_ms": N, "node_delay_ms": N, "refuse_connections_ms": N}`;
 //! - markers in any string input of the graph (e.g. a prompt text): `[[sim:error]]`,
@@ -126,7 +130,10 @@ async fn run_with_kill(
     hold: Arc<Hold>,
 ) -> Result<(), SimError> {
     let (dirs, temp) = prepare_dirs(&config)?;
-    let catalog = nodes::NodeCatalog::load()?;
+    let mut catalog = nodes::NodeCatalog::load()?;
+    for class in &config.without_nodes {
+        catalog.remove(class);
+    }
     let (refuse_sender, refuse_receiver) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         config,

@@ -58,6 +58,14 @@ struct Cli {
     /// Close the listener at start so every connection is refused.
     #[arg(long, env = "EASEL_SIM_REFUSE_CONNECTIONS")]
     refuse_connections: bool,
+    /// Honour per-request fault controls (`[[sim:…]]` markers in graph strings and
+    /// `extra_data.easel_sim`). Off by default: only for tests, never for a simulator that
+    /// serves users' prompts.
+    #[arg(long, env = "EASEL_SIM_REQUEST_FAULTS")]
+    request_faults: bool,
+    /// Node classes this server does not have (comma-separated), e.g. `SaveImageWebsocket`.
+    #[arg(long, env = "EASEL_SIM_WITHOUT_NODES", value_delimiter = ',')]
+    without_nodes: Vec<String>,
     /// History entries kept.
     #[arg(long, env = "EASEL_SIM_HISTORY_CAP", default_value_t = 10_000)]
     history_cap: usize,
@@ -83,6 +91,8 @@ impl Cli {
             refuse_connections: self.refuse_connections,
             exit_process_on_die: true,
             history_cap: self.history_cap,
+            honour_request_faults: self.request_faults,
+            without_nodes: self.without_nodes,
         }
     }
 }

@@ -64,6 +64,12 @@ impl NodeCatalog {
         }
     }
 
+    /// Forgets a class, as a ComfyUI without that node (e.g. without the
+    /// `websocket_image_save.py` custom node that provides `SaveImageWebsocket`).
+    pub fn remove(&mut self, class_type: &str) {
+        self.info.remove(class_type);
+    }
+
     /// Whether the class exists.
     pub fn contains(&self, class_type: &str) -> bool {
         self.info.contains_key(class_type)

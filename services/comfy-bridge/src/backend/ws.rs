@@ -59,7 +59,13 @@ pub async fn run(backend: Arc<Backend>, shutdown: Shutdown) {
                                 backend.dispatch(message);
                             }
                         }
-                        // Preview frames (binary) and pings are of no use to the bridge.
+                        // PNG frames are `SaveImageWebsocket` outputs; JPEG latent previews
+                        // and pings are of no use to the bridge.
+                        Some(Ok(Message::Binary(frame))) => {
+                            if let Some(message) = WsMessage::parse_binary(&frame) {
+                                backend.dispatch(message);
+                            }
+                        }
                         Some(Ok(Message::Close(_))) | None => break,
                         Some(Ok(_)) => {}
                         Some(Err(error)) => {
@@ -70,7 +76,12 @@ pub async fn run(backend: Arc<Backend>, shutdown: Shutdown) {
                 }
                 // `running_prompt` stays: the replay after the reconnect (`executing` without a
                 // prompt id) is about it.
-                backend.lock().ws_connected = false;
+                {
+                    let mut state = backend.lock();
+                    state.ws_connected = false;
+                    // The server may come back as another version, with other nodes.
+                    state.save_websocket = None;
+                }
                 tracing::warn!(backend = %backend.name, "websocket disconnected");
                 backend.broadcast(RunSignal::Disconnected);
             }

@@ -110,6 +110,17 @@ pub enum WsMessage {
         /// The prompt.
         prompt_id: String,
     },
+    /// A PNG from a binary frame (`SaveImageWebsocket`): type 1 (PREVIEW_IMAGE) with image
+    /// format 2 (PNG), which names neither prompt nor node (they are the last `executing`
+    /// one's), or type 4 (PREVIEW_IMAGE_WITH_METADATA) whose metadata names both.
+    Image {
+        /// The prompt, when the frame says.
+        prompt_id: Option<String>,
+        /// The node, when the frame says.
+        node: Option<String>,
+        /// The PNG.
+        png: bytes::Bytes,
+    },
     /// A message type the bridge does not use.
     Other,
 }
@@ -178,6 +189,37 @@ impl WsMessage {
         let kind = value.get("type")?.as_str()?;
         let data = value.get("data").cloned().unwrap_or(Value::Null);
         Some(WsMessage::from_parts(kind, &data))
+    }
+
+    /// Parses a binary frame (`03_extras.json`, `14_masks_ws_images_history.json`): PNG images
+    /// only; JPEG latent previews and text frames are `None`.
+    pub fn parse_binary(frame: &[u8]) -> Option<WsMessage> {
+        const PREVIEW_IMAGE: u32 = 1;
+        const PREVIEW_IMAGE_WITH_METADATA: u32 = 4;
+        const PNG: u32 = 2;
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+        };
+        match word(0)? {
+            PREVIEW_IMAGE if word(4)? == PNG => Some(WsMessage::Image {
+                prompt_id: None,
+                node: None,
+                png: bytes::Bytes::copy_from_slice(frame.get(8..)?),
+            }),
+            PREVIEW_IMAGE_WITH_METADATA => {
+                let length = usize::try_from(word(4)?).ok()?;
+                let meta: Value = serde_json::from_slice(frame.get(8..8 + length)?).ok()?;
+                if meta.get("image_type").and_then(Value::as_str) != Some("image/png") {
+                    return None;
+                }
+                Some(WsMessage::Image {
+                    prompt_id: string(meta.get("prompt_id")),
+                    node: string(meta.get("node_id")),
+                    png: bytes::Bytes::copy_from_slice(frame.get(8 + length..)?),
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Builds a message from its type and data (history `status.messages` use the same pairs).
@@ -262,9 +304,9 @@ impl WsMessage {
             | WsMessage::Success { prompt_id }
             | WsMessage::Error { prompt_id, .. }
             | WsMessage::Interrupted { prompt_id } => Some(prompt_id),
-            WsMessage::Executing { prompt_id, .. } | WsMessage::Progress { prompt_id, .. } => {
-                prompt_id.as_deref()
-            }
+            WsMessage::Executing { prompt_id, .. }
+            | WsMessage::Progress { prompt_id, .. }
+            | WsMessage::Image { prompt_id, .. } => prompt_id.as_deref(),
             WsMessage::Status { .. } | WsMessage::Other => None,
         }
     }

@@ -68,6 +68,8 @@ pub struct Watcher<'a> {
     pub events: &'a mpsc::Sender<StreamItem>,
     pub deadline: tokio::time::Instant,
     pub started: Instant,
+    /// Nodes whose images arrive as WebSocket frames.
+    pub streamed_nodes: &'a HashSet<String>,
 }
 
 #[derive(Default)]
@@ -77,6 +79,8 @@ struct Seen {
     done: HashSet<String>,
     current: Option<String>,
     outputs: Vec<(String, Vec<ImageRef>)>,
+    /// Images from binary frames, by node, in arrival order.
+    streamed: Vec<(String, bytes::Bytes)>,
     success: bool,
     error: Option<ExecutionError>,
     interrupted: bool,
@@ -207,10 +211,38 @@ impl Watcher<'_> {
                         outputs = entry.outputs;
                     }
                 }
+                // Streamed images exist only in the frames: with messages possibly lost, the
+                // run cannot vouch for them and is retried.
+                if !self.streamed_nodes.is_empty() && seen.gap {
+                    slot.failed("ws");
+                    let message = "the WebSocket dropped while the images were streamed";
+                    self.finish(failed("UNAVAILABLE", message, true, &name), &name)
+                        .await;
+                    return;
+                }
+                let keep = self.request.keep_workflow_metadata;
+                let kept_prompt = keep.then(|| self.request.graph.graph.to_string());
                 let mut index = 0u32;
+                for (node_id, png) in std::mem::take(&mut seen.streamed) {
+                    match outputs::streamed(&node_id, &png, index, kept_prompt.as_deref()) {
+                        Ok(output) => {
+                            if !self.send(Event::Output(output)).await {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(run_id = %self.request.run_id, backend = %name, error = %error, "streamed output refused");
+                            let message = format!("output {index} could not be taken: {error}");
+                            self.finish(failed("INTERNAL", message, false, &name), &name)
+                                .await;
+                            return;
+                        }
+                    }
+                    index += 1;
+                }
                 for (node_id, images) in &outputs {
                     for image in images {
-                        match outputs::fetch(backend, node_id, image, index).await {
+                        match outputs::fetch(backend, node_id, image, index, keep).await {
                             Ok(output) => {
                                 if !self.send(Event::Output(output)).await {
                                     return;
@@ -218,11 +250,15 @@ impl Watcher<'_> {
                             }
                             Err(error) => {
                                 tracing::warn!(run_id = %self.request.run_id, backend = %name, error = %error, "output fetch failed");
-                                slot.failed("view");
                                 let message =
                                     format!("could not fetch output {}: {error}", image.filename);
-                                self.finish(failed("UNAVAILABLE", message, true, &name), &name)
-                                    .await;
+                                let event = if matches!(error, outputs::OutputError::Comfy(_)) {
+                                    slot.failed("view");
+                                    failed("UNAVAILABLE", message, true, &name)
+                                } else {
+                                    failed("INTERNAL", message, false, &name)
+                                };
+                                self.finish(event, &name).await;
                                 return;
                             }
                         }
@@ -350,6 +386,15 @@ impl Watcher<'_> {
                 seen.done.insert(node.clone());
                 if !images.is_empty() {
                     seen.outputs.push((node, images));
+                }
+            }
+            WsMessage::Image { node, png, .. } => {
+                // Frames name no node (type 1): they belong to the node executing. Latent
+                // previews of other nodes are not outputs.
+                if let Some(node) = node.or_else(|| seen.current.clone())
+                    && self.streamed_nodes.contains(&node)
+                {
+                    seen.streamed.push((node, png));
                 }
             }
             WsMessage::Success { .. } => seen.success = true,

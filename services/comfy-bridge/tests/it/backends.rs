@@ -23,7 +23,7 @@ async fn breaker_of(client: &mut Client) -> (bool, BreakerState) {
 
 #[tokio::test]
 async fn a_backend_killed_mid_run_fails_retryable_and_its_breaker_recovers() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let addr = sim.addr;
@@ -59,7 +59,7 @@ async fn a_backend_killed_mid_run_fails_retryable_and_its_breaker_recovers() {
     let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
     let stop = CancellationToken::new();
     tokio::spawn(easel_comfy_sim::run(
-        SimConfig::default(),
+        SimConfig::with_request_faults(),
         listener,
         stop.clone(),
     ));
@@ -100,10 +100,10 @@ fn backend_of(events: &[Event]) -> String {
 
 #[tokio::test]
 async fn two_backends_spread_concurrent_runs_and_keep_model_affinity() {
-    let a = easel_comfy_sim::spawn(SimConfig::default())
+    let a = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim a");
-    let b = easel_comfy_sim::spawn(SimConfig::default())
+    let b = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim b");
     let mut config = fast_config(&[a.base_url(), b.base_url()]);
@@ -208,13 +208,13 @@ async fn models_are_listed_with_their_backends() {
             "only-a.safetensors".to_string(),
         ],
         vram: Some((8 << 30, 6 << 30)),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await
     .expect("sim a");
     let b = easel_comfy_sim::spawn(SimConfig {
         checkpoints: vec!["shared.safetensors".to_string()],
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await
     .expect("sim b");

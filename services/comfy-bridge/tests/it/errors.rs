@@ -25,6 +25,7 @@ fn raw(
         })),
         timeout: None,
         exclude_backends: vec![],
+        ..Default::default()
     }
 }
 
@@ -68,7 +69,7 @@ fn violations(status: &tonic::Status) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn a_graph_comfyui_rejects_fails_the_run_with_each_nodes_error() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -122,7 +123,7 @@ async fn a_graph_comfyui_rejects_fails_the_run_with_each_nodes_error() {
 
 #[tokio::test]
 async fn malformed_requests_are_refused_before_any_backend_is_used() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -198,7 +199,7 @@ async fn malformed_requests_are_refused_before_any_backend_is_used() {
 
 #[tokio::test]
 async fn a_run_id_in_progress_cannot_be_started_twice() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -223,7 +224,7 @@ async fn a_run_id_in_progress_cannot_be_started_twice() {
 
 #[tokio::test]
 async fn without_capacity_the_call_waits_then_gives_up() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut config = fast_config(&[sim.base_url()]);

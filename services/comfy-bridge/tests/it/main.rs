@@ -2,6 +2,7 @@
 
 mod backends;
 mod errors;
+mod isolation;
 mod process;
 mod runs;
 mod support;

@@ -11,7 +11,7 @@ use crate::support::{self, failed, fast_config, last, next, rest, run, start, te
 
 #[tokio::test]
 async fn a_run_streams_progress_and_the_image_bytes() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -48,18 +48,15 @@ async fn a_run_streams_progress_and_the_image_bytes() {
     assert_eq!(output.content_type, "image/png");
     assert_eq!(output.node_id, "9");
     assert_eq!(output.size_bytes, output.data.len() as u64);
-    let direct = reqwest::get(format!(
-        "{}/view?filename={}&subfolder=&type=output",
-        sim.base_url(),
-        output.filename
-    ))
-    .await
-    .expect("view")
-    .bytes()
-    .await
-    .expect("bytes");
-    assert_eq!(direct.as_ref(), output.data.as_slice());
-    assert_eq!(output.sha256, hex::encode(Sha256::digest(&direct)));
+    // The image came over the WebSocket (SaveImageWebsocket): nothing on the backend's disk.
+    assert!(output.data.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert_eq!(output.sha256, hex::encode(Sha256::digest(&output.data)));
+    assert_eq!(
+        std::fs::read_dir(sim.output_dir())
+            .expect("output dir")
+            .count(),
+        0
+    );
     let Event::Completed(completed) = last(&events) else {
         panic!("not completed")
     };
@@ -79,7 +76,7 @@ async fn a_run_streams_progress_and_the_image_bytes() {
 
 #[tokio::test]
 async fn a_cached_rerun_still_returns_its_outputs() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -112,13 +109,15 @@ async fn a_cached_rerun_still_returns_its_outputs() {
     let Event::Completed(completed) = last(&second) else {
         panic!("not completed")
     };
-    assert!(completed.cached, "every node came from the cache");
-    assert!(matches!(&second[1], Event::Started(started) if started.cached_nodes.len() == 7));
+    // SaveImageWebsocket is never cached (ComfyUI's IS_CHANGED is the time): it streams the
+    // cached image again; everything upstream came from the cache.
+    assert!(!completed.cached);
+    assert!(matches!(&second[1], Event::Started(started) if started.cached_nodes.len() == 6));
 }
 
 #[tokio::test]
 async fn a_runtime_error_fails_with_the_exception() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -142,7 +141,7 @@ async fn a_runtime_error_fails_with_the_exception() {
 
 #[tokio::test]
 async fn out_of_memory_frees_the_backend_and_is_retryable() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -159,7 +158,7 @@ async fn out_of_memory_frees_the_backend_and_is_retryable() {
 
 #[tokio::test]
 async fn a_queued_and_a_running_prompt_can_be_interrupted() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -239,7 +238,7 @@ async fn a_queued_and_a_running_prompt_can_be_interrupted() {
 
 #[tokio::test]
 async fn a_run_past_its_deadline_is_interrupted_on_comfyui() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
     let mut bridge = start(fast_config(&[sim.base_url()])).await;
@@ -263,11 +262,50 @@ async fn a_run_past_its_deadline_is_interrupted_on_comfyui() {
     assert!(messages.contains("execution_interrupted"), "{messages}");
 }
 
+/// A run whose images stream over the WebSocket cannot vouch for them once the socket dropped:
+/// it fails retryable (jobs runs it again) rather than completing without its images.
 #[tokio::test]
-async fn a_dropped_websocket_is_reconciled_from_history() {
-    let sim = easel_comfy_sim::spawn(SimConfig::default())
+async fn a_dropped_websocket_fails_a_streamed_run_retryable() {
+    let sim = easel_comfy_sim::spawn(SimConfig::with_request_faults())
         .await
         .expect("sim");
+    let proxy = support::Proxy::start(sim.addr).await;
+    let mut bridge = start(fast_config(&[format!("http://{}", proxy.addr)])).await;
+    let mut stream = bridge
+        .client
+        .run_workflow(text(
+            "run-ws-drop-streamed",
+            "through a flaky network [[sim:slow=20]]",
+            30,
+        ))
+        .await
+        .expect("queued")
+        .into_inner();
+    loop {
+        match next(&mut stream).await {
+            Some(Event::Progress(p)) if p.step > 0 => break,
+            Some(_) => {}
+            None => panic!("ended early"),
+        }
+    }
+    proxy.sever();
+    let events = rest(&mut stream).await;
+    let failed = failed(&events);
+    assert_eq!(failed.code, "UNAVAILABLE", "{failed:?}");
+    assert!(failed.retryable);
+    assert!(failed.message.contains("WebSocket"), "{failed:?}");
+}
+
+/// Without `SaveImageWebsocket` the images are files on the backend: history still finds them
+/// after the socket dropped.
+#[tokio::test]
+async fn a_dropped_websocket_is_reconciled_from_history() {
+    let sim = easel_comfy_sim::spawn(SimConfig {
+        without_nodes: vec!["SaveImageWebsocket".to_string()],
+        ..SimConfig::with_request_faults()
+    })
+    .await
+    .expect("sim");
     let proxy = support::Proxy::start(sim.addr).await;
     let mut bridge = start(fast_config(&[format!("http://{}", proxy.addr)])).await;
     let mut stream = bridge

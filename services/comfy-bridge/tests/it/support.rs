@@ -81,7 +81,13 @@ pub async fn start(bridge: BridgeConfig) -> Bridge {
                 .ok()?
                 .into_inner()
                 .backends;
-            (backends.iter().filter(|b| b.healthy).count() == expected).then_some(())
+            // Connected too: images stream over the WebSocket.
+            (backends
+                .iter()
+                .filter(|b| b.healthy && b.websocket_connected)
+                .count()
+                == expected)
+                .then_some(())
         }
     })
     .await;
@@ -121,6 +127,7 @@ pub fn text(run_id: &str, prompt: &str, steps: u32) -> RunWorkflowRequest {
         })),
         timeout: None,
         exclude_backends: vec![],
+        ..Default::default()
     }
 }
 

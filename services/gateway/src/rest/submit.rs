@@ -41,17 +41,21 @@ pub fn parse_submit(
     } else if let Some(workflow) = object.remove("workflow") {
         let overrides = object.remove("overrides");
         let mut request = envelope(&mut object)?;
+        let keep_workflow_metadata = keep_metadata(&mut object)?;
         reject_unknown(&object, "a workflow request")?;
         request.spec = Some(JobSpec {
             kind: Some(job_spec::Kind::Workflow(workflow_of(workflow, overrides)?)),
+            keep_workflow_metadata,
         });
         request
     } else {
         let mut request = envelope(&mut object)?;
+        let keep_workflow_metadata = keep_metadata(&mut object)?;
         normalize_enums(&mut object, "")?;
         let text: TextToImage = from_value(Value::Object(object), "")?;
         request.spec = Some(JobSpec {
             kind: Some(job_spec::Kind::TextToImage(text)),
+            keep_workflow_metadata,
         });
         request
     };
@@ -79,6 +83,15 @@ fn envelope(object: &mut Map<String, Value>) -> Result<SubmitJobRequest, Error> 
     Ok(request)
 }
 
+/// Takes the spec-level option `keepWorkflowMetadata` out of a flat body (default false).
+fn keep_metadata(object: &mut Map<String, Value>) -> Result<bool, Error> {
+    let mut keep = false;
+    for (name, value) in take(object, &["keepWorkflowMetadata", "keep_workflow_metadata"]) {
+        keep = from_value(value, &name)?;
+    }
+    Ok(keep)
+}
+
 fn take(object: &mut Map<String, Value>, names: &[&str]) -> Vec<(String, Value)> {
     names
         .iter()
@@ -97,7 +110,7 @@ fn reject_unknown(object: &Map<String, Value>, what: &str) -> Result<(), Error> 
             Err(Error::invalid_field(
                 shown,
                 format!(
-                    "is not a field of {what} (workflow, overrides, idempotencyKey, startTimeout)"
+                    "is not a field of {what} (workflow, overrides, idempotencyKey, startTimeout, keepWorkflowMetadata)"
                 ),
             ))
         }

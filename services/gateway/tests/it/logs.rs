@@ -145,6 +145,7 @@ async fn keys_tokens_passwords_prompts_and_signed_links_never_reach_the_logs() {
                         steps: 2,
                         ..Default::default()
                     })),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

@@ -115,7 +115,7 @@ impl Platform {
         let jobs_shutdown = services_shutdown.child();
         let gateway_shutdown = services_shutdown.child();
 
-        let sim = easel_comfy_sim::spawn(easel_comfy_sim::SimConfig::default())
+        let sim = easel_comfy_sim::spawn(easel_comfy_sim::SimConfig::with_request_faults())
             .await
             .expect("the simulator starts");
         let sim_url = format!("http://{}", sim.addr);

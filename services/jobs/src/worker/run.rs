@@ -74,6 +74,7 @@ fn from_status(status: &tonic::Status) -> JobError {
 /// Runs the attempt on the bridge.
 pub async fn run(attempt: &mut Attempt) -> Outcome {
     let spec: JobSpec = serde_json::from_str(&attempt.row.spec).unwrap_or_default();
+    let keep_workflow_metadata = spec.keep_workflow_metadata;
     let workflow = match spec.kind {
         Some(easel_proto::jobs::v1::job_spec::Kind::TextToImage(t2i)) => {
             run_workflow_request::Workflow::TextToImage(t2i)
@@ -95,6 +96,7 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
         workflow: Some(workflow),
         timeout: Some(proto_duration(attempt.settings.run_timeout)),
         exclude_backends: excluded,
+        keep_workflow_metadata,
     });
     request.set_timeout(attempt.settings.run_timeout + Duration::from_secs(30));
     let mut bridge = attempt.jobs.clients.bridge.clone();

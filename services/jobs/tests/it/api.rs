@@ -193,6 +193,7 @@ async fn bad_input_is_refused_on_every_rpc() {
     let mut bad = t2i("x");
     if let Some(v1::JobSpec {
         kind: Some(v1::job_spec::Kind::TextToImage(t)),
+        ..
     }) = bad.spec.as_mut()
     {
         t.width = 513;
@@ -304,6 +305,7 @@ async fn tier_limits_and_quotas_name_the_limit() {
         request: Some(v1::SubmitJobRequest {
             spec: Some(v1::JobSpec {
                 kind: Some(v1::job_spec::Kind::TextToImage(t)),
+                ..Default::default()
             }),
             ..Default::default()
         }),

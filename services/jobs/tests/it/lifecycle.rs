@@ -162,6 +162,7 @@ async fn a_job_succeeds_with_its_outputs_stored() {
     let mut request = t2i("a red bicycle");
     if let Some(v1::JobSpec {
         kind: Some(v1::job_spec::Kind::TextToImage(t)),
+        ..
     }) = request.spec.as_mut()
     {
         t.batch_size = 2;
@@ -193,6 +194,7 @@ async fn a_graph_comfyui_rejects_fails_without_a_retry() {
     let mut request = t2i("a cat");
     if let Some(v1::JobSpec {
         kind: Some(v1::job_spec::Kind::TextToImage(t)),
+        ..
     }) = request.spec.as_mut()
     {
         t.checkpoint = "no-such-model.safetensors".into();

@@ -68,6 +68,7 @@ async fn concurrent_mixed_submits_each_get_their_own_answer() {
                 let mut request = t2i("bad");
                 if let Some(easel_proto::jobs::v1::JobSpec {
                     kind: Some(easel_proto::jobs::v1::job_spec::Kind::TextToImage(t)),
+                    ..
                 }) = request.spec.as_mut()
                 {
                     t.width = 100;

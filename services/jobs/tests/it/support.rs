@@ -148,6 +148,7 @@ pub fn t2i(prompt: &str) -> v1::SubmitJobRequest {
                 steps: 4,
                 ..Default::default()
             })),
+            ..Default::default()
         }),
         ..Default::default()
     }

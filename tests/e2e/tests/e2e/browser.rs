@@ -106,6 +106,7 @@ async fn chromium_submits_a_job_over_grpc_web_through_envoy() {
                 height: 128,
                 ..Default::default()
             })),
+            ..Default::default()
         }),
         ..Default::default()
     });

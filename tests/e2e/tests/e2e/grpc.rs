@@ -20,6 +20,7 @@ fn text_to_image(prompt: &str, width: u32, height: u32, seed: u64) -> SubmitJobR
                 seed: Some(seed),
                 ..Default::default()
             })),
+            ..Default::default()
         }),
         ..Default::default()
     }

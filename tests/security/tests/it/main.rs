@@ -6,5 +6,6 @@
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
+mod backend_isolation;
 mod host_header;
 mod scopes;

@@ -116,7 +116,12 @@ pub async fn post_prompt(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
     for key in SENSITIVE_KEYS {
         extra_data.remove(key);
     }
-    let control = RequestControl::from_request(&extra_data, &graph);
+    // Request controls are test hooks in user-controlled text: ignored unless a test opted in.
+    let control = if shared.config.honour_request_faults {
+        RequestControl::from_request(&extra_data, &graph)
+    } else {
+        RequestControl::default()
+    };
     let refuse = control.refuse_connections;
     let item = Arc::new(QueueItem {
         number,

@@ -11,7 +11,7 @@ async fn http_edges_match_recording() {
     let misc = fixture("09_misc.json");
     let sim = sim_with(SimConfig {
         vram: Some((24_000_000_000, 20_000_000_000)),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await;
     for path in [

@@ -15,6 +15,34 @@ fn error_of(messages: &[serde_json::Value]) -> &serde_json::Value {
         .expect("execution_error")
 }
 
+/// Markers sit in user text: a simulator that did not opt in (`easel up`) runs them as plain
+/// prompts, and `extra_data.easel_sim` is ignored too.
+#[tokio::test]
+async fn request_faults_are_ignored_unless_turned_on() {
+    let sim = sim_with(SimConfig::default()).await;
+    let client = client_id();
+    let mut ws = Ws::connect(&sim, &client).await;
+    for body in [
+        json!({"prompt": txt2img(1, "a cat [[sim:die]]", 64, 64, 3), "client_id": client}),
+        json!({"prompt": txt2img(2, "a cat [[sim:error]] [[sim:oom]]", 64, 64, 3), "client_id": client}),
+        json!({"prompt": txt2img(3, "a dog", 64, 64, 3), "client_id": client,
+               "extra_data": {"easel_sim": {"fault": "die", "refuse_connections_ms": 5000}}}),
+    ] {
+        let prompt_id = queue_prompt(&sim, &body).await;
+        let messages = ws.until_done(&prompt_id).await;
+        assert!(
+            messages
+                .iter()
+                .any(|message| message["type"] == "execution_success"),
+            "{:?}",
+            kinds(&messages)
+        );
+    }
+    assert!(!sim.is_finished(), "the simulator is still running");
+    assert_eq!(get(&sim, "/prompt").await.status, 200);
+    sim.shutdown().await.expect("shutdown");
+}
+
 #[tokio::test]
 async fn injected_errors_per_request_and_by_config() {
     let recording = fixture("04_errors.json");
@@ -82,7 +110,7 @@ async fn injected_errors_per_request_and_by_config() {
     // By configuration: every prompt fails with OOM.
     let sim = sim_with(SimConfig {
         fault: Some(FaultKind::Oom),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await;
     let mut ws = Ws::connect(&sim, &client).await;
@@ -139,7 +167,7 @@ async fn die_marker_drops_sockets_then_refuses() {
 async fn die_after_prompts_and_at_step() {
     let sim = sim_with(SimConfig {
         die_after_prompts: Some(1),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await;
     let client = client_id();
@@ -160,7 +188,7 @@ async fn die_after_prompts_and_at_step() {
 
     let sim = sim_with(SimConfig {
         die_at_step: Some(3),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await;
     let mut ws = Ws::connect(&sim, &client).await;
@@ -187,7 +215,7 @@ async fn kill_mid_run_then_restart_keeps_files() {
     let config = SimConfig {
         output_dir: Some(output.clone()),
         input_dir: Some(input.clone()),
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     };
     let sim = sim_with(config.clone()).await;
     let client = client_id();
@@ -296,7 +324,7 @@ async fn refusing_connections_and_slow_responses() {
 
     let sim = sim_with(SimConfig {
         refuse_connections: true,
-        ..SimConfig::default()
+        ..SimConfig::with_request_faults()
     })
     .await;
     assert_refused(sim.addr).await;

@@ -26,7 +26,7 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 }
 
 pub async fn sim() -> SimHandle {
-    sim_with(SimConfig::default()).await
+    sim_with(SimConfig::with_request_faults()).await
 }
 
 pub async fn sim_with(config: SimConfig) -> SimHandle {
