@@ -221,8 +221,9 @@ impl Watcher<'_> {
                                 slot.failed("view");
                                 let message =
                                     format!("could not fetch output {}: {error}", image.filename);
-                                self.finish(failed("UNAVAILABLE", message, true, &name), &name)
-                                    .await;
+                                let mut event = failed("UNAVAILABLE", message, true, &name);
+                                event.backend_lost = true;
+                                self.finish(event, &name).await;
                                 return;
                             }
                         }
@@ -276,8 +277,9 @@ impl Watcher<'_> {
                 let message = format!(
                     "the ComfyUI backend {name} stopped answering or lost the run ({reason})"
                 );
-                self.finish(failed("UNAVAILABLE", message, true, &name), &name)
-                    .await;
+                let mut event = failed("UNAVAILABLE", message, true, &name);
+                event.backend_lost = true;
+                self.finish(event, &name).await;
             }
         }
     }

@@ -127,8 +127,19 @@ pub fn text(run_id: &str, prompt: &str, steps: u32) -> RunWorkflowRequest {
 /// A started run's stream.
 pub type Events = tonic::Streaming<easel_proto::bridge::v1::RunWorkflowResponse>;
 
-/// The next event, failing the test after [`WAIT`].
+/// The next event other than `waiting` (which tests that care read with [`next_any`]),
+/// failing the test after [`WAIT`].
 pub async fn next(stream: &mut Events) -> Option<Event> {
+    loop {
+        match next_any(stream).await {
+            Some(Event::Waiting(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The next event, `waiting` included, failing the test after [`WAIT`].
+pub async fn next_any(stream: &mut Events) -> Option<Event> {
     tokio::time::timeout(WAIT, stream.message())
         .await
         .expect("an event in time")
