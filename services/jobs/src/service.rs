@@ -309,7 +309,10 @@ impl Jobs {
                 (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
                 // A terminal job's progress is final: no stale value survives a cancel.
                 (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                (JobColumn::PendingReason, Expr::value(Option::<String>::None)),
+                (
+                    JobColumn::PendingReason,
+                    Expr::value(Option::<String>::None),
+                ),
             ];
             let event = status_event(JobStatus::Cancelled, None, row.attempts, &row.backend);
             let Some((updated, stored)) = db::transition(

@@ -375,7 +375,10 @@ impl Worker {
         match outcome {
             None => {
                 // Shutting down: stop the run, hand the job back without using up an attempt.
-                jobs.interrupt(&attempt.row_at_attempt()).await;
+                // (A run no backend accepted yet ends with its dropped bridge call.)
+                if attempt.running {
+                    jobs.interrupt(&attempt.row_at_attempt()).await;
+                }
                 run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
                 let changes = vec![
                     (
@@ -386,12 +389,15 @@ impl Worker {
                     (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
                     (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
                     (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                    (JobColumn::PendingReason, Expr::value(Option::<String>::None)),
+                    (
+                        JobColumn::PendingReason,
+                        Expr::value(Option::<String>::None),
+                    ),
                 ];
                 // Watchers hear of it when something they saw changes.
                 let visible = attempt.running || attempt.row.pending_reason.is_some();
-                let event = visible
-                    .then(|| status_event(JobStatus::Pending, None, attempt.number - 1, ""));
+                let event =
+                    visible.then(|| status_event(JobStatus::Pending, None, attempt.number - 1, ""));
                 if attempt.change(changes, event).await {
                     self.requeue(&attempt.row, Duration::ZERO).await;
                 }
@@ -399,7 +405,11 @@ impl Worker {
                 tracing::info!("job returned to the queue at shutdown");
             }
             Some(Outcome::Lost) => {
-                jobs.interrupt(&attempt.row_at_attempt()).await;
+                // Only a run a backend accepted is stopped by id: before that, the dropped
+                // bridge call ends it, and the id may already be the next holder's.
+                if attempt.running {
+                    jobs.interrupt(&attempt.row_at_attempt()).await;
+                }
                 run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
                 self.ack(delivery).await;
                 tracing::info!("job left this worker (cancelled or taken over)");
@@ -472,7 +482,10 @@ impl Worker {
                         (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
                         (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
                         (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                        (JobColumn::PendingReason, Expr::value(Option::<String>::None)),
+                        (
+                            JobColumn::PendingReason,
+                            Expr::value(Option::<String>::None),
+                        ),
                     ];
                     let event = status_event(
                         JobStatus::Pending,
@@ -556,7 +569,10 @@ pub async fn finish(
         (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
         (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
         (JobColumn::Progress, Expr::value(progress)),
-        (JobColumn::PendingReason, Expr::value(Option::<String>::None)),
+        (
+            JobColumn::PendingReason,
+            Expr::value(Option::<String>::None),
+        ),
     ];
     changes.extend(extra);
     if let Some(error) = &error {

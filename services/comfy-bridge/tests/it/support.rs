@@ -156,13 +156,24 @@ pub async fn rest(stream: &mut Events) -> Vec<Event> {
     events
 }
 
-/// Starts a run and reads it to its end.
+/// Starts a run and reads it to its end, without its `waiting` events; a status before
+/// `queued` (at the call, or after `waiting` events) is the error.
 pub async fn run(
     client: &mut Client,
     request: RunWorkflowRequest,
 ) -> Result<Vec<Event>, tonic::Status> {
     let mut stream = client.run_workflow(request).await?.into_inner();
-    Ok(rest(&mut stream).await)
+    let mut events = Vec::new();
+    loop {
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("an event in time")?;
+        match message.map(|response| response.event.expect("an event")) {
+            Some(Event::Waiting(_)) => {}
+            Some(event) => events.push(event),
+            None => return Ok(events),
+        }
+    }
 }
 
 /// The last event, which must be `completed` or `failed`.

@@ -8,6 +8,7 @@ mod door;
 mod envoy;
 mod grpc_web;
 mod logs;
+mod malformed;
 mod process;
 mod protocols;
 mod rest;

@@ -211,7 +211,10 @@ async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
             JobColumn::Metadata,
             Expr::value(serde_json::to_string(&metadata).unwrap_or_default()),
         ),
-        (JobColumn::PendingReason, Expr::value(Option::<String>::None)),
+        (
+            JobColumn::PendingReason,
+            Expr::value(Option::<String>::None),
+        ),
         (JobColumn::Progress, Expr::value(Option::<String>::None)),
     ];
     let event = status_event(JobStatus::Running, None, attempt.number, &queued.backend);
@@ -288,7 +291,11 @@ async fn lose_run(attempt: &mut Attempt, error: JobError, backend: &str) -> bool
             let stored = std::mem::take(&mut attempt.stored);
             delete_artifacts(attempt, Some(&stored)).await;
             metrics::counter!(crate::metrics::RETRIES).increment(1);
-            tracing::info!(backend, lost_runs = attempt.row.lost_runs, "run lost with its backend; waiting again without spending the attempt");
+            tracing::info!(
+                backend,
+                lost_runs = attempt.row.lost_runs,
+                "run lost with its backend; waiting again without spending the attempt"
+            );
             true
         }
         Ok(None) => false,
@@ -307,11 +314,12 @@ async fn refused(attempt: &mut Attempt, status: &tonic::Status) -> Step {
             backend: String::new(),
         });
     }
-    if status.code() == tonic::Code::ResourceExhausted {
-        // Backends are up but busy: the job waits its turn, and asks again at once.
-        return Step::Wait(Duration::ZERO);
-    }
-    if !mark_waiting(attempt, Some(WAITING_FOR_BACKEND)).await {
+    // Busy backends (RESOURCE_EXHAUSTED) leave the job waiting its turn without a reason; the
+    // bridge already waited its queue timeout, so the pause only keeps a failing bridge (one
+    // that answers at once) from being asked in a loop.
+    if status.code() != tonic::Code::ResourceExhausted
+        && !mark_waiting(attempt, Some(WAITING_FOR_BACKEND)).await
+    {
         return Step::Done(Outcome::Lost);
     }
     Step::Wait(WAIT_PAUSE)
@@ -375,7 +383,8 @@ async fn run_once(attempt: &mut Attempt, workflow: run_workflow_request::Workflo
         };
         match message.event {
             Some(run_workflow_response::Event::Waiting(waiting)) => {
-                let reason = (waiting.reason() == WaitReason::NoBackend).then_some(WAITING_FOR_BACKEND);
+                let reason =
+                    (waiting.reason() == WaitReason::NoBackend).then_some(WAITING_FOR_BACKEND);
                 if !mark_waiting(attempt, reason).await {
                     return Step::Done(Outcome::Lost);
                 }
