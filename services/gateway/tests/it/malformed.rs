@@ -158,7 +158,7 @@ fn assert_invalid_argument(what: &str, code: Option<i32>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_client_input_yields_internal() {
+async fn odd_input_answers_invalid_argument_never_internal() {
     let platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
     let mut jobs = platform.jobs().await;
