@@ -37,8 +37,13 @@ async fn a_backend_that_comes_back_takes_runs_long_before_the_cooldown_ends() {
     let bridge = start(config).await;
     let mut client = bridge.client.clone();
     // A run before the outage (which also lists the checkpoints, as a warm bridge has them).
-    let events = run(&mut client, text("before", "x", 2)).await.expect("runs");
-    assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
+    let events = run(&mut client, text("before", "x", 2))
+        .await
+        .expect("runs");
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{events:?}"
+    );
     sim.kill().await.expect("the simulator stops");
     support::wait_for("the breaker to open", || {
         let mut client = client.clone();

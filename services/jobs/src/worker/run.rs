@@ -1,4 +1,5 @@
-//! One run of a job on the bridge: stream its events, store its outputs, and say how it ended.
+//! One attempt of a job on the bridge: wait (PENDING) until a backend accepts the run, then
+//! stream its events, store its outputs, and say how it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
