@@ -1,13 +1,16 @@
 //! easel's contracts as Rust: the prost messages, tonic clients and servers, and the proto3
 //! JSON mapping (serde, via pbjson) for every message in `proto/`.
 //!
-//! Services share nothing but these types: each module mirrors one proto package.
+//! Services share nothing but these types: each module mirrors one proto package, beside the
+//! [`limits`] every side checks the same way.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 
 /// The encoded `FileDescriptorSet` of every easel proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/easel_descriptor.bin"));
+
+pub mod limits;
 
 /// Package `easel.jobs.v1`: the public job API.
 pub mod jobs {

@@ -402,11 +402,23 @@ impl Error {
     }
 
     /// Rebuilds an error received from another service, keeping its details.
+    ///
+    /// An INTERNAL status with tonic's decode message is our client failing to decode the
+    /// answer (a server's own request-decoding failures arrive as INVALID_ARGUMENT): it is
+    /// renamed, so relaying it never looks like a caller's undecodable request (see
+    /// [`crate::grpc::layers::DecodeFailureLayer`]).
     pub fn from_status(status: &tonic::Status) -> Self {
-        let mut error = Error::new(
-            ErrorCode::from_grpc(status.code()),
-            status.message().to_string(),
-        );
+        let message = if status.code() == tonic::Code::Internal
+            && crate::grpc::layers::is_decode_failure(status.message())
+        {
+            format!(
+                "an answer of another service could not be decoded ({})",
+                status.message()
+            )
+        } else {
+            status.message().to_string()
+        };
+        let mut error = Error::new(ErrorCode::from_grpc(status.code()), message);
         if let Ok(details) = status.check_error_details() {
             if let Some(bad_request) = details.bad_request() {
                 for violation in &bad_request.field_violations {

@@ -1,5 +1,10 @@
 //! A per-backend circuit breaker: closed → open after N consecutive failures → half-open
-//! after a cool-down, where one probe decides → closed (or open again).
+//! after a cool-down, or as soon as a health check passes, where one probe decides → closed
+//! (or open again).
+//!
+//! The cool-down alone is too slow when a backend restarts: it would refuse runs for a whole
+//! cool-down after the backend answers again, and jobs would wait that long for nothing. So a
+//! passing health check ends the cool-down at once (see [`Breaker::on_healthy`]).
 //!
 //! A small state machine rather than `tower-resilience`'s layer: the scheduler must ask "may
 //! this backend take a run?" without making a call, and outcomes arrive from several places
@@ -128,6 +133,23 @@ impl Breaker {
         }
     }
 
+    /// A health check passed: an open breaker turns half-open at once (the next call is the
+    /// probe), and a half-open one with no probe in flight closes. A health check answers
+    /// only `/system_stats`, so it does not close an open breaker by itself: one real call
+    /// still decides, which keeps a backend that answers checks but fails runs from flapping.
+    pub fn on_healthy(&mut self, now: Instant) {
+        match self.state(now) {
+            BreakerState::Closed => {}
+            BreakerState::Open => {
+                self.opened_at = None;
+                self.half_open = true;
+                self.probe_in_flight = false;
+            }
+            BreakerState::HalfOpen if self.probe_in_flight => {}
+            BreakerState::HalfOpen => self.on_success(),
+        }
+    }
+
     /// A probe ended without a verdict about the backend (e.g. the graph was invalid).
     pub fn release_probe(&mut self) {
         self.probe_in_flight = false;
@@ -182,6 +204,49 @@ mod tests {
         assert!(breaker.try_acquire(later));
         breaker.release_probe();
         assert!(breaker.would_allow(later));
+        assert_eq!(breaker.state(later), BreakerState::HalfOpen);
+    }
+
+    #[test]
+    fn a_healthy_check_ends_the_cooldown_at_once() {
+        let start = Instant::now();
+        let mut breaker = Breaker::new(1, COOLDOWN);
+        breaker.on_failure(start);
+        let soon = start + Duration::from_millis(1);
+        assert_eq!(breaker.state(soon), BreakerState::Open);
+        breaker.on_healthy(soon);
+        assert_eq!(breaker.state(soon), BreakerState::HalfOpen);
+        assert!(breaker.try_acquire(soon), "the next call is the probe");
+        assert!(!breaker.try_acquire(soon), "a single probe");
+        // A second check while the probe runs leaves the verdict to the probe.
+        breaker.on_healthy(soon);
+        assert_eq!(breaker.state(soon), BreakerState::HalfOpen);
+        breaker.on_success();
+        assert_eq!(breaker.state(soon), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_healthy_check_closes_a_half_open_breaker_without_a_probe() {
+        let start = Instant::now();
+        let mut breaker = Breaker::new(1, COOLDOWN);
+        breaker.on_failure(start);
+        breaker.on_healthy(start);
+        breaker.on_healthy(start);
+        assert_eq!(breaker.state(start), BreakerState::Closed);
+        assert!(breaker.try_acquire(start) && breaker.try_acquire(start));
+    }
+
+    #[test]
+    fn a_failed_probe_after_a_healthy_check_reopens_until_the_next_check() {
+        let start = Instant::now();
+        let mut breaker = Breaker::new(1, COOLDOWN);
+        breaker.on_failure(start);
+        breaker.on_healthy(start);
+        assert!(breaker.try_acquire(start));
+        breaker.on_failure(start);
+        assert_eq!(breaker.state(start), BreakerState::Open);
+        let later = start + Duration::from_secs(1);
+        breaker.on_healthy(later);
         assert_eq!(breaker.state(later), BreakerState::HalfOpen);
     }
 

@@ -1,6 +1,10 @@
 //! The pool of backends and its scheduler: among healthy backends with capacity whose breaker
 //! lets a call through, prefer the one that last loaded the requested checkpoint, then the
 //! least loaded. When none can take the run, wait (bounded) on a notification.
+//!
+//! Backends a caller asks to avoid (those an earlier attempt failed on) are a preference, not a
+//! ban: when no other backend is available at all they are used, so a pool of one backend can
+//! still run a job whose earlier run that backend lost.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -44,6 +48,15 @@ impl Slot {
         self.backend.record_success();
     }
 
+    /// ComfyUI accepted the prompt. For a half-open breaker's probe that is proof enough that
+    /// the backend works again: the breaker closes now, not after the whole run, so the runs
+    /// waiting behind the probe go at once.
+    pub fn accepted(&mut self) {
+        if self.probe && !self.settled {
+            self.succeeded();
+        }
+    }
+
     /// The backend failed: counts against its breaker.
     pub fn failed(&mut self, reason: &'static str) {
         self.settled = true;
@@ -73,6 +86,15 @@ enum Pick {
     Busy,
     /// No backend can take the run at all now.
     Unavailable,
+}
+
+/// Why [`Pool::acquire`] is waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// No backend is available (unhealthy, breaker open, or excluded).
+    NoBackend,
+    /// Every available backend is at its in-flight limit.
+    Busy,
 }
 
 impl Pool {
@@ -111,6 +133,23 @@ impl Pool {
     /// The backend of that name.
     pub fn get(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|backend| backend.name == name)
+    }
+
+    /// Picks among the backends not in `exclude`, preferring those not in `avoid`.
+    fn try_pick_avoiding(
+        &self,
+        checkpoint: Option<&str>,
+        avoid: &HashSet<String>,
+        exclude: &HashSet<String>,
+    ) -> Pick {
+        if avoid.is_empty() {
+            return self.try_pick(checkpoint, exclude);
+        }
+        let both: HashSet<String> = avoid.union(exclude).cloned().collect();
+        match self.try_pick(checkpoint, &both) {
+            Pick::Unavailable => self.try_pick(checkpoint, exclude),
+            other => other,
+        }
     }
 
     fn try_pick(&self, checkpoint: Option<&str>, exclude: &HashSet<String>) -> Pick {
@@ -163,25 +202,37 @@ impl Pool {
         })
     }
 
-    /// Reserves a place on the best backend, waiting up to `wait` for one.
+    /// Reserves a place on the best backend not in `exclude` (preferring those not in
+    /// `avoid`), waiting up to `wait` for one; `on_wait` hears why it waits, each time that
+    /// changes.
     pub async fn acquire(
         &self,
         checkpoint: Option<&str>,
+        avoid: &HashSet<String>,
         exclude: &HashSet<String>,
         wait: Duration,
+        on_wait: &mut (dyn FnMut(Wait) + Send),
     ) -> Result<Slot, BridgeError> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + wait;
         let mut seen_busy = false;
+        let mut told = None;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             // Registered before looking, so a change between the look and the wait is not lost.
             notified.as_mut().enable();
-            match self.try_pick(checkpoint, exclude) {
+            let why = match self.try_pick_avoiding(checkpoint, avoid, exclude) {
                 Pick::Slot(slot) => return Ok(slot),
-                Pick::Busy => seen_busy = true,
-                Pick::Unavailable => {}
+                Pick::Busy => {
+                    seen_busy = true;
+                    Wait::Busy
+                }
+                Pick::Unavailable => Wait::NoBackend,
+            };
+            if told != Some(why) {
+                told = Some(why);
+                on_wait(why);
             }
             tokio::select! {
                 () = &mut notified => {}

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use easel_proto::bridge::v1::run_workflow_response::Event;
-use easel_proto::bridge::v1::{Failed, Queued, RunWorkflowResponse};
+use easel_proto::bridge::v1::{Failed, Queued, RunWorkflowResponse, WaitReason, Waiting};
 use tokio::sync::{Notify, mpsc};
 
 use crate::backend::Backend;
@@ -21,7 +21,7 @@ use crate::comfy::ComfyError;
 use crate::config::BridgeConfig;
 use crate::error::BridgeError;
 use crate::isolation;
-use crate::pool::Pool;
+use crate::pool::{Pool, Wait};
 use crate::template::BuiltGraph;
 
 /// What a run's stream carries: events, or a status that ends the call before `queued`.
@@ -289,15 +289,30 @@ async fn submit(
     ),
     BridgeError,
 > {
-    let mut exclude = request.exclude.clone();
     // One unguessable prefix per run, for backends without `SaveImageWebsocket`.
     let prefix = isolation::run_prefix();
+    // The caller's exclusions (backends earlier attempts failed on) are avoided when another
+    // backend can take the run; backends that failed this call's POST are not tried again.
+    let avoid = &request.exclude;
+    let mut exclude = HashSet::new();
+    // Tell the caller why the run waits, so a job can say it waits for a backend. Best effort:
+    // with the stream's buffer full the caller is behind anyway, and the next change is told.
+    let mut on_wait = |why: Wait| {
+        let reason = match why {
+            Wait::NoBackend => WaitReason::NoBackend,
+            Wait::Busy => WaitReason::Busy,
+        };
+        let waiting = Waiting {
+            reason: reason as i32,
+        };
+        let _ = events.try_send(Ok(event(Event::Waiting(waiting))));
+    };
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let wait = config.queue_timeout.min(left);
         let checkpoint = request.graph.checkpoint.as_deref();
         let mut slot = tokio::select! {
-            slot = pool.acquire(checkpoint, &exclude, wait) => match slot {
+            slot = pool.acquire(checkpoint, avoid, &exclude, wait, &mut on_wait) => match slot {
                 Ok(slot) => slot,
                 Err(error) => {
                     let past_deadline = tokio::time::Instant::now() >= deadline;
@@ -324,7 +339,10 @@ async fn submit(
             .post_prompt(&request.run_id, &backend.client_id, &prepared.graph, None)
             .await;
         match posted {
-            Ok(accepted) => return Ok((slot, subscription, accepted, prepared.streamed_nodes)),
+            Ok(accepted) => {
+                slot.accepted();
+                return Ok((slot, subscription, accepted, prepared.streamed_nodes));
+            }
             Err(ComfyError::Rejected(rejection)) => {
                 backend.unsubscribe(&subscription);
                 // The backend answered: it works, whatever the graph's problems.

@@ -68,6 +68,14 @@ impl Gateway {
         context: &CallContext,
         request: jobs::SubmitJobRequest,
     ) -> Result<jobs::SubmitJobResponse, Error> {
+        // The nesting limit at the door, the same for REST, gRPC and gRPC-web (jobs checks it
+        // again for its other callers).
+        if let Some(field) = easel_proto::limits::too_deep_workflow_field(&request) {
+            return Err(Error::invalid_field(
+                field,
+                easel_proto::limits::too_deep_description(),
+            ));
+        }
         let message = internal::SubmitJobRequest {
             caller: Some(context.principal()?),
             request: Some(request),

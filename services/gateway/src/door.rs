@@ -145,6 +145,8 @@ impl Door {
             // Metrics: gRPC by service, method and code; REST by route and status.
             .layer(GrpcMetricsLayer::new(SERVICE_NAME))
             .layer(axum::middleware::from_fn(crate::metrics::record_http))
+            // Requests tonic cannot decode (gRPC, gRPC-web) are the caller's: INVALID_ARGUMENT.
+            .layer(easel_runtime::grpc::layers::DecodeFailureLayer)
             // CORS from the origin allowlist; preflights are answered here.
             .layer(cors)
             // The client's address and the request's deadline, for the layers and calls below.

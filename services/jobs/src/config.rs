@@ -45,7 +45,8 @@ pub struct WorkerConfig {
     /// `EASEL_JOBS_ROLE`: `api`, `worker` or `all` (default `all`).
     pub role: Role,
     /// `EASEL_VISIBILITY_TIMEOUT`: how long a claimed entry may stay silent (no heartbeat)
-    /// before another worker reclaims it; also the lease of a RUNNING job (default 60s).
+    /// before another worker reclaims it; also the lease of a job a worker holds, running or
+    /// waiting for a backend (default 60s).
     pub visibility_timeout: Duration,
     /// `EASEL_MAX_ATTEMPTS`: runs of a job before it fails (default 3).
     pub max_attempts: u32,

@@ -339,7 +339,9 @@ pub async fn events_after(
 pub struct Guard {
     /// The job must be in one of these statuses…
     pub statuses: Vec<JobStatus>,
-    /// …or RUNNING with a lease that lapsed before this time (ms).
+    /// …or RUNNING with a lease that lapsed before this time (ms). When set, a job in one of
+    /// `statuses` must hold no lease that is live at this time either (a PENDING job a worker
+    /// holds while it waits for a backend is that worker's).
     pub or_lease_lapsed_before: Option<i64>,
     /// The job's lease must be held by this worker.
     pub lease_owner: Option<String>,
@@ -366,6 +368,24 @@ impl Guard {
         }
     }
 
+    /// PENDING under this worker's lease: the job waits for a backend on that worker.
+    pub fn waiting(worker: &str) -> Guard {
+        Guard {
+            statuses: vec![JobStatus::Pending],
+            lease_owner: Some(worker.to_string()),
+            ..Guard::default()
+        }
+    }
+
+    /// PENDING or RUNNING under this worker's lease (the heartbeat's guard).
+    pub fn leased(worker: &str) -> Guard {
+        Guard {
+            statuses: vec![JobStatus::Pending, JobStatus::Running],
+            lease_owner: Some(worker.to_string()),
+            ..Guard::default()
+        }
+    }
+
     /// Whether a job this guard admits is live (PENDING or RUNNING), so that a terminal
     /// status written under it ends a live job.
     fn may_end_a_live_job(&self) -> bool {
@@ -373,9 +393,17 @@ impl Guard {
     }
 
     fn condition(&self) -> Condition {
-        let mut states = Condition::any().add(
+        let mut in_statuses = Condition::all().add(
             job::Column::Status.is_in(self.statuses.iter().map(|status| status_to_db(*status))),
         );
+        if let Some(before) = self.or_lease_lapsed_before {
+            in_statuses = in_statuses.add(
+                Condition::any()
+                    .add(job::Column::LeaseExpiresMs.is_null())
+                    .add(job::Column::LeaseExpiresMs.lt(before)),
+            );
+        }
+        let mut states = Condition::any().add(in_statuses);
         if let Some(before) = self.or_lease_lapsed_before {
             states = states.add(
                 Condition::all()

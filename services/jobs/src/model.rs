@@ -38,6 +38,20 @@ impl Caller {
     }
 }
 
+/// The id of a job's run on the bridge (ComfyUI's `prompt_id`): the attempt number, and once
+/// runs were lost with their backend (which spend no attempt) their count, so no two runs of a
+/// job share an id and a late interrupt of a lost run cannot stop the next one.
+pub fn run_id(job_id: &str, attempt: i32, lost_runs: i32) -> String {
+    if lost_runs > 0 {
+        format!("{job_id}-{attempt}.{lost_runs}")
+    } else {
+        format!("{job_id}-{attempt}")
+    }
+}
+
+/// `Job.pending_reason` while no ComfyUI backend can take the job.
+pub const WAITING_FOR_BACKEND: &str = "waiting_for_backend";
+
 /// Whether a status is final.
 pub fn is_terminal(status: JobStatus) -> bool {
     matches!(

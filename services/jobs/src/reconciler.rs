@@ -95,6 +95,7 @@ pub async fn reconcile(jobs: &Arc<Jobs>, grace: Duration) -> Result<Pass> {
             JobStatus::Expired,
             Some(error),
             None,
+            Vec::new(),
         )
         .await
         {

@@ -90,6 +90,14 @@ pub fn parse_job_id(value: &str) -> Result<JobId> {
     JobId::parse(value).ok_or_else(|| JobsError::field("job_id", "is not a job id (job_…)"))
 }
 
+/// The progress of a SUCCEEDED job: complete.
+pub fn final_progress() -> Progress {
+    Progress {
+        percent: 100.0,
+        ..Progress::default()
+    }
+}
+
 /// The status-change event kind.
 pub fn status_event(
     status: JobStatus,
@@ -102,6 +110,7 @@ pub fn status_event(
         error,
         attempt: u32::try_from(attempt).unwrap_or_default(),
         backend: backend.to_string(),
+        pending_reason: String::new(),
     })
 }
 
@@ -226,6 +235,8 @@ impl Jobs {
             lease_expires_ms: None,
             seq: 1,
             queue_position: None,
+            pending_reason: None,
+            lost_runs: 0,
         };
         let first = JobEvent {
             job_id: row.id.clone(),
@@ -300,6 +311,12 @@ impl Jobs {
                 (JobColumn::FinishedAtMs, Expr::value(now)),
                 (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
                 (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
+                // A terminal job's progress is final: no stale value survives a cancel.
+                (JobColumn::Progress, Expr::value(Option::<String>::None)),
+                (
+                    JobColumn::PendingReason,
+                    Expr::value(Option::<String>::None),
+                ),
             ];
             let event = status_event(JobStatus::Cancelled, None, row.attempts, &row.backend);
             let Some((updated, stored)) = db::transition(
@@ -331,7 +348,7 @@ impl Jobs {
     /// discards whatever the run still produces).
     pub async fn interrupt(&self, row: &JobRow) {
         let mut bridge = self.clients.bridge.clone();
-        let run_id = format!("{}-{}", row.id, row.attempts);
+        let run_id = crate::model::run_id(&row.id, row.attempts, row.lost_runs);
         if let Err(status) = bridge
             .interrupt(InterruptRequest {
                 run_id: run_id.clone(),
@@ -406,12 +423,19 @@ impl Jobs {
             start_deadline: row.start_deadline_ms.map(timestamp_ms),
             trace_id: row.trace_id.clone(),
             seq: u64::try_from(row.seq).unwrap_or_default(),
+            pending_reason: String::new(),
         };
-        if matches!(status, JobStatus::Succeeded | JobStatus::Failed) {
+        if status == JobStatus::Succeeded {
             // A retried job's last error is history once it succeeded.
-            if status == JobStatus::Succeeded {
-                job.error = None;
-            }
+            job.error = None;
+        }
+        // A terminal job's progress is final whatever the row holds (rows finished before
+        // this rule kept their last value): 100 % when it succeeded, none otherwise.
+        if is_terminal(status) {
+            job.progress = (status == JobStatus::Succeeded).then(final_progress);
+        }
+        if status == JobStatus::Pending {
+            job.pending_reason = row.pending_reason.clone().unwrap_or_default();
         }
         match status {
             JobStatus::Pending => {

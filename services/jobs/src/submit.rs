@@ -524,6 +524,8 @@ mod tests {
             lease_expires_ms: None,
             seq: 1,
             queue_position: None,
+            pending_reason: None,
+            lost_runs: 0,
         }
     }
 

@@ -326,6 +326,12 @@ fn check_workflow(workflow: &Workflow, limits: &TierLimits) -> Result<()> {
         .as_ref()
         .filter(|graph| !graph.fields.is_empty())
         .ok_or_else(|| JobsError::field(format!("{F}.graph"), "is required and must have nodes"))?;
+    if let Some(field) = easel_proto::limits::too_deep_field(workflow) {
+        return Err(JobsError::field(
+            field,
+            easel_proto::limits::too_deep_description(),
+        ));
+    }
     if graph.fields.len() > MAX_WORKFLOW_NODES {
         return Err(JobsError::field(
             format!("{F}.graph"),

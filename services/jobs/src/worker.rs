@@ -1,7 +1,16 @@
-//! The worker pool: claim a queue entry, take the job (a conditional update to RUNNING under
-//! a lease, so it never runs twice at once), run it on the bridge with a heartbeat, store its
-//! outputs, finish it, ack. Retryable failures go back to the queue with backoff and jitter;
-//! a shutdown lets running jobs finish within the grace period and hands back the rest.
+//! The worker pool: claim a queue entry, take the job (a conditional update that gives this
+//! worker its lease, so it never runs twice at once), ask the bridge to run it with a
+//! heartbeat, store its outputs, finish it, ack.
+//!
+//! The job stays PENDING until a backend accepts the run (the bridge's `queued`); only then
+//! is it RUNNING and an attempt spent. While no backend can take it, it is PENDING with the
+//! reason `waiting_for_backend` (an event tells watchers) and the worker keeps asking, until a
+//! backend comes back or the job's start deadline passes. A run lost with its backend (the
+//! backend died or lost the prompt) is not the run's failure: the job goes back to waiting
+//! without spending the attempt, up to `max_attempts` such losses (a job that keeps losing
+//! its backend may be what brings it down, so beyond that losses count). Other retryable
+//! failures go back to the queue with backoff and jitter; a shutdown lets running jobs finish
+//! within the grace period and hands back the rest.
 
 pub mod run;
 
@@ -41,21 +50,25 @@ pub struct WorkerSettings {
     pub concurrency: usize,
 }
 
-/// One attempt at one job, owned by one worker.
+/// One attempt at one job, owned by one worker: PENDING under its lease until a backend
+/// accepts the run, then RUNNING.
 #[derive(Debug)]
 pub struct Attempt {
     jobs: Arc<Jobs>,
     settings: WorkerSettings,
     consumer: String,
     row: JobRow,
+    /// The attempt's number (the row's `attempts` once RUNNING, one less before).
     number: i32,
+    /// Whether a backend accepted the run (the job is RUNNING).
+    running: bool,
     /// Artifacts this attempt stored.
     stored: Vec<String>,
 }
 
 impl Attempt {
     fn run_id(&self) -> String {
-        format!("{}-{}", self.row.id, self.number)
+        crate::model::run_id(&self.row.id, self.number, self.row.lost_runs)
     }
 
     /// Applies changes (and an event) while the attempt holds the job; false once it does not.
@@ -220,9 +233,9 @@ impl Worker {
             self.ack(&delivery).await;
             return;
         }
-        if status == JobStatus::Running && row.lease_expires_ms.is_some_and(|until| until >= now_ms)
-        {
-            // Another worker holds it; its lease (and the reconciler) cover its failure.
+        if row.lease_expires_ms.is_some_and(|until| until >= now_ms) {
+            // Another worker holds it (running, or waiting for a backend); its lease (and the
+            // reconciler) cover its failure.
             self.ack(&delivery).await;
             return;
         }
@@ -243,6 +256,7 @@ impl Worker {
                 JobStatus::Expired,
                 Some(error),
                 None,
+                Vec::new(),
             )
             .await;
             self.ack(&delivery).await;
@@ -260,29 +274,51 @@ impl Worker {
             }
             let mut guard = Guard::from(&[JobStatus::Pending]);
             guard.or_lease_lapsed_before = Some(now_ms);
-            finish(jobs, &row, guard, JobStatus::Failed, Some(error), None).await;
+            finish(
+                jobs,
+                &row,
+                guard,
+                JobStatus::Failed,
+                Some(error),
+                None,
+                Vec::new(),
+            )
+            .await;
             self.ack(&delivery).await;
             return;
         }
         let number = row.attempts + 1;
         let lease_until =
             now_ms + i64::try_from(self.settings.visibility_timeout.as_millis()).unwrap_or(60_000);
-        let mut guard = Guard::from(&[JobStatus::Pending]);
-        guard.or_lease_lapsed_before = Some(now_ms);
+        // Take the job under a lease, still PENDING: it becomes RUNNING (and spends its attempt)
+        // when a backend accepts the run. A RUNNING job whose worker stopped renewing its lease
+        // goes back to PENDING (its attempt stays spent), which watchers are told.
+        let (guard, event) = if status == JobStatus::Running {
+            let guard = Guard {
+                or_lease_lapsed_before: Some(now_ms),
+                ..Guard::default()
+            };
+            let event = status_event(JobStatus::Pending, None, row.attempts, &row.backend);
+            (guard, Some(event))
+        } else {
+            let guard = Guard {
+                statuses: vec![JobStatus::Pending],
+                or_lease_lapsed_before: Some(now_ms),
+                ..Guard::default()
+            };
+            (guard, None)
+        };
         let changes = vec![
             (
                 JobColumn::Status,
-                Expr::value(crate::model::status_to_db(JobStatus::Running)),
+                Expr::value(crate::model::status_to_db(JobStatus::Pending)),
             ),
-            (JobColumn::Attempts, Expr::value(number)),
             (JobColumn::LeaseOwner, Expr::value(self.consumer.clone())),
             (JobColumn::LeaseExpiresMs, Expr::value(lease_until)),
-            (JobColumn::StartedAtMs, Expr::value(now_ms)),
             (JobColumn::Progress, Expr::value(Option::<String>::None)),
         ];
-        let event = status_event(JobStatus::Running, None, number, "");
-        let started = db::transition(&jobs.db, &row.id, &guard, changes, Some(event), now_ms).await;
-        let row = match started {
+        let taken = db::transition(&jobs.db, &row.id, &guard, changes, event, now_ms).await;
+        let row = match taken {
             Ok(Some((row, event))) => {
                 if let Some(event) = event {
                     jobs.publish(&event).await;
@@ -295,21 +331,22 @@ impl Worker {
                 return;
             }
             Err(error) => {
-                tracing::warn!(error = %error, "starting a job failed");
+                tracing::warn!(error = %error, "taking a job failed");
                 return;
             }
         };
-        tracing::info!(attempt = number, "job started");
+        tracing::debug!(attempt = number, "job taken");
         let mut attempt = Attempt {
             jobs: jobs.clone(),
             settings: self.settings.clone(),
             consumer: self.consumer.clone(),
             row,
             number,
+            running: false,
             stored: Vec::new(),
         };
-        if number > 1 {
-            // Outputs of an attempt that died before finishing must not survive it.
+        if attempt.row.attempts > 0 || attempt.row.lost_runs > 0 {
+            // Outputs of an earlier run that died before finishing must not survive it.
             run::delete_artifacts(&attempt, None).await;
         }
         metrics::gauge!(crate::metrics::IN_PROGRESS).increment(1.0);
@@ -319,7 +356,6 @@ impl Worker {
             self.settings.clone(),
             self.consumer.clone(),
             attempt.row.id.clone(),
-            number,
             delivery.clone(),
             lost.clone(),
         ));
@@ -339,7 +375,10 @@ impl Worker {
         match outcome {
             None => {
                 // Shutting down: stop the run, hand the job back without using up an attempt.
-                jobs.interrupt(&attempt.row_at_attempt()).await;
+                // (A run no backend accepted yet ends with its dropped bridge call.)
+                if attempt.running {
+                    jobs.interrupt(&attempt.row_at_attempt()).await;
+                }
                 run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
                 let changes = vec![
                     (
@@ -350,19 +389,50 @@ impl Worker {
                     (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
                     (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
                     (JobColumn::Progress, Expr::value(Option::<String>::None)),
+                    (
+                        JobColumn::PendingReason,
+                        Expr::value(Option::<String>::None),
+                    ),
                 ];
-                let event = status_event(JobStatus::Pending, None, attempt.number - 1, "");
-                if attempt.change(changes, Some(event)).await {
+                // Watchers hear of it when something they saw changes.
+                let visible = attempt.running || attempt.row.pending_reason.is_some();
+                let event =
+                    visible.then(|| status_event(JobStatus::Pending, None, attempt.number - 1, ""));
+                if attempt.change(changes, event).await {
                     self.requeue(&attempt.row, Duration::ZERO).await;
                 }
                 self.ack(delivery).await;
                 tracing::info!("job returned to the queue at shutdown");
             }
             Some(Outcome::Lost) => {
-                jobs.interrupt(&attempt.row_at_attempt()).await;
+                // Only a run a backend accepted is stopped by id: before that, the dropped
+                // bridge call ends it, and the id may already be the next holder's.
+                if attempt.running {
+                    jobs.interrupt(&attempt.row_at_attempt()).await;
+                }
                 run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
                 self.ack(delivery).await;
                 tracing::info!("job left this worker (cancelled or taken over)");
+            }
+            Some(Outcome::Expired) => {
+                let error = JobError {
+                    code: "DEADLINE_EXCEEDED".into(),
+                    message: "the job did not start before its start timeout (no backend \
+                              could take it)"
+                        .into(),
+                    ..JobError::default()
+                };
+                finish(
+                    jobs,
+                    &attempt.row,
+                    held,
+                    JobStatus::Expired,
+                    Some(error),
+                    None,
+                    Vec::new(),
+                )
+                .await;
+                self.ack(delivery).await;
             }
             Some(Outcome::Succeeded { outputs }) => {
                 // The outputs and the final status in one transaction: watchers get every
@@ -374,6 +444,7 @@ impl Worker {
                     JobStatus::Succeeded,
                     None,
                     Some(outputs),
+                    Vec::new(),
                 )
                 .await;
                 if !finished {
@@ -385,6 +456,9 @@ impl Worker {
                 metrics::counter!(crate::metrics::FAILURES, "reason" => error.code.clone(), "retryable" => error.retryable.to_string()).increment(1);
                 run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
                 let more = attempt.number < attempt.row.max_attempts;
+                // A failure before a backend accepted the run (e.g. the graph was refused)
+                // spends the attempt too: the row is brought to it either way.
+                let spent = (JobColumn::Attempts, Expr::value(attempt.number));
                 if error.retryable && more {
                     let mut excluded: Vec<String> =
                         serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
@@ -396,6 +470,7 @@ impl Worker {
                             JobColumn::Status,
                             Expr::value(crate::model::status_to_db(JobStatus::Pending)),
                         ),
+                        spent,
                         (
                             JobColumn::Error,
                             Expr::value(serde_json::to_string(&error).ok()),
@@ -407,6 +482,10 @@ impl Worker {
                         (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
                         (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
                         (JobColumn::Progress, Expr::value(Option::<String>::None)),
+                        (
+                            JobColumn::PendingReason,
+                            Expr::value(Option::<String>::None),
+                        ),
                     ];
                     let event = status_event(
                         JobStatus::Pending,
@@ -425,11 +504,12 @@ impl Worker {
                     tracing::info!(code = %error.code, backend = %backend, retryable = error.retryable, "job failed");
                     finish(
                         jobs,
-                        &attempt.row,
+                        &attempt.row_at_attempt(),
                         held,
                         JobStatus::Failed,
                         Some(error),
                         None,
+                        vec![spent],
                     )
                     .await;
                 }
@@ -453,6 +533,7 @@ impl Worker {
 }
 
 impl Attempt {
+    /// The row as of this attempt (its run id, its attempt number in events).
     fn row_at_attempt(&self) -> JobRow {
         let mut row = self.row.clone();
         row.attempts = self.number;
@@ -461,7 +542,11 @@ impl Attempt {
 }
 
 /// Moves a job to a terminal status under `guard` (with its outputs, each an event before the
-/// status change), publishes it, records metrics and usage. Returns whether the guard held.
+/// status change, and any `extra` changes), publishes it, records metrics and usage. Returns
+/// whether the guard held.
+///
+/// A terminal job's progress is final: 100 % when it succeeded, none otherwise (a stale value
+/// of the last step would read as a job stuck short of done).
 pub async fn finish(
     jobs: &Arc<Jobs>,
     row: &JobRow,
@@ -469,8 +554,12 @@ pub async fn finish(
     status: JobStatus,
     error: Option<JobError>,
     outputs: Option<Vec<JobOutput>>,
+    extra: Vec<(JobColumn, SimpleExpr)>,
 ) -> bool {
     let now = millis(jobs.clock.now());
+    let progress = (status == JobStatus::Succeeded)
+        .then(|| serde_json::to_string(&crate::service::final_progress()).ok())
+        .flatten();
     let mut changes = vec![
         (
             JobColumn::Status,
@@ -479,7 +568,13 @@ pub async fn finish(
         (JobColumn::FinishedAtMs, Expr::value(now)),
         (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
         (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
+        (JobColumn::Progress, Expr::value(progress)),
+        (
+            JobColumn::PendingReason,
+            Expr::value(Option::<String>::None),
+        ),
     ];
+    changes.extend(extra);
     if let Some(error) = &error {
         changes.push((
             JobColumn::Error,
@@ -548,7 +643,6 @@ async fn heartbeat(
     settings: WorkerSettings,
     consumer: String,
     job_id: String,
-    number: i32,
     delivery: Delivery,
     lost: CancellationToken,
 ) {
@@ -564,7 +658,7 @@ async fn heartbeat(
                 let renewed = db::transition(
                     &jobs.db,
                     &job_id,
-                    &Guard::held(&consumer, number),
+                    &Guard::leased(&consumer),
                     vec![(JobColumn::LeaseExpiresMs, Expr::value(until))],
                     None,
                     now,
@@ -585,7 +679,8 @@ async fn heartbeat(
             message = subscription.recv() => match message {
                 Some(HubMessage::Event(event)) => {
                     if let Some(job_event::Kind::StatusChange(change)) = &event.kind
-                        && change.status == JobStatus::Cancelled as i32
+                        && (change.status == JobStatus::Cancelled as i32
+                            || change.status == JobStatus::Expired as i32)
                     {
                         lost.cancel();
                         return;

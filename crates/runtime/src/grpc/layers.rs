@@ -1,6 +1,7 @@
 //! The tower layers of the standard server stack that tower and tower-http do not provide:
-//! gRPC deadlines answered as `DEADLINE_EXCEEDED`, gRPC metrics by status code, the server span
-//! continuing the caller's trace, and the overload answer for shed requests.
+//! gRPC deadlines answered as `DEADLINE_EXCEEDED`, gRPC metrics by status code, requests tonic
+//! cannot decode answered as `INVALID_ARGUMENT`, the server span continuing the caller's trace,
+//! and the overload answer for shed requests.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -203,6 +204,94 @@ where
             };
             Ok(Response::from_parts(parts, axum::body::Body::new(body)))
         })
+    }
+}
+
+/// The starts of the messages tonic answers INTERNAL with when it cannot decode a request:
+/// prost's `DecodeError` (bad bytes, nesting past prost's recursion limit) and tonic's framing
+/// errors (a truncated frame, a bad compression flag, a compressed frame without an encoding).
+const DECODE_FAILURES: &[&str] = &[
+    "failed to decode Protobuf message",
+    "Unexpected EOF decoding stream",
+    "protocol error: received message with",
+];
+
+/// Whether `message` is one of tonic's messages for a message it could not decode.
+pub fn is_decode_failure(message: &str) -> bool {
+    DECODE_FAILURES
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+}
+
+/// Answers `INVALID_ARGUMENT` instead of `INTERNAL` when tonic could not decode the request.
+///
+/// tonic maps every protobuf decode error to INTERNAL (after the gRPC status-code guide), and
+/// its framing errors too; for a server those are the client's mistakes, and counted as server
+/// errors they page the operator. A custom codec would not do: it sees only the protobuf
+/// errors, not the framing ones, and the generated code uses one codec for clients (where a
+/// decode failure *is* ours) and servers alike. So this layer rewrites the answer: a response
+/// whose `grpc-status` header is 13 with one of tonic's decode messages becomes 3, same message.
+/// Request decoding fails before any handler runs, so tonic answers trailers-only: the status
+/// is in the headers (for gRPC-web too), never in a body's trailers. A handler that relays an
+/// upstream's status cannot be mistaken for it: [`crate::error::Error::from_status`] renames an
+/// upstream answer our client could not decode.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeFailureLayer;
+
+impl<S> Layer<S> for DecodeFailureLayer {
+    type Service = DecodeFailure<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DecodeFailure { inner }
+    }
+}
+
+/// The service of [`DecodeFailureLayer`].
+#[derive(Clone, Debug)]
+pub struct DecodeFailure<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for DecodeFailure<S>
+where
+    S: Service<Request<B>, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if !is_grpc_request(request.headers()) {
+            return Box::pin(self.inner.call(request));
+        }
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            rewrite_decode_failure(response.headers_mut());
+            Ok(response)
+        })
+    }
+}
+
+/// Turns a trailers-only INTERNAL answer about an undecodable request into INVALID_ARGUMENT.
+fn rewrite_decode_failure(headers: &mut HeaderMap) {
+    if grpc_status(headers) != Some(tonic::Code::Internal) {
+        return;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    if is_decode_failure(status.message()) {
+        headers.insert(
+            "grpc-status",
+            http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+        );
     }
 }
 

@@ -185,6 +185,8 @@ pub fn standard_stack(
         .layer(PropagateRequestIdLayer::x_request_id())
         // Metrics: count and latency by service, method and code.
         .layer(GrpcMetricsLayer::new(service_label))
+        // Requests tonic cannot decode are the caller's mistake: INVALID_ARGUMENT, not INTERNAL.
+        .layer(super::layers::DecodeFailureLayer)
         // Deadline: the shorter of the server's limit and the client's grpc-timeout.
         .layer(GrpcDeadlineLayer::new(config.request_timeout))
         // Shed load beyond the concurrency limit instead of queueing without bound.

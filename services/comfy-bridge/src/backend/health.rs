@@ -1,7 +1,8 @@
 //! The periodic `/system_stats` check of one backend.
 //!
 //! A failed check marks the backend unhealthy (no new runs) and counts against its breaker; a
-//! passing check makes it eligible again and serves as the probe of a half-open breaker.
+//! passing check makes it eligible again and turns an open breaker half-open at once, so a
+//! backend that comes back takes runs within one check interval, not a whole cool-down.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,12 +51,9 @@ pub async fn check(backend: &Backend) {
     );
     match result {
         Ok(_) => {
-            // A half-open breaker takes the health check as its probe.
-            backend.with_breaker(|breaker, now| {
-                if breaker.state(now) == BreakerState::HalfOpen && breaker.try_acquire(now) {
-                    breaker.on_success();
-                }
-            });
+            // A passing check ends an open breaker's cool-down (the next run is the probe) and
+            // closes a half-open one that has no probe in flight.
+            backend.with_breaker(|breaker, now| breaker.on_healthy(now));
             if !was_healthy {
                 tracing::info!(backend = %backend.name, "backend healthy");
             }

@@ -216,8 +216,10 @@ impl Watcher<'_> {
                 if !self.streamed_nodes.is_empty() && seen.gap {
                     slot.failed("ws");
                     let message = "the WebSocket dropped while the images were streamed";
-                    self.finish(failed("UNAVAILABLE", message, true, &name), &name)
-                        .await;
+                    // The connection failed, not the job: the retry spends no attempt.
+                    let mut event = failed("UNAVAILABLE", message, true, &name);
+                    event.backend_lost = true;
+                    self.finish(event, &name).await;
                     return;
                 }
                 let keep = self.request.keep_workflow_metadata;
@@ -254,7 +256,11 @@ impl Watcher<'_> {
                                     format!("could not fetch output {}: {error}", image.filename);
                                 let event = if matches!(error, outputs::OutputError::Comfy(_)) {
                                     slot.failed("view");
-                                    failed("UNAVAILABLE", message, true, &name)
+                                    // The backend could not hand the image over: the run is
+                                    // lost with it, not the job's fault.
+                                    let mut event = failed("UNAVAILABLE", message, true, &name);
+                                    event.backend_lost = true;
+                                    event
                                 } else {
                                     failed("INTERNAL", message, false, &name)
                                 };
@@ -312,8 +318,9 @@ impl Watcher<'_> {
                 let message = format!(
                     "the ComfyUI backend {name} stopped answering or lost the run ({reason})"
                 );
-                self.finish(failed("UNAVAILABLE", message, true, &name), &name)
-                    .await;
+                let mut event = failed("UNAVAILABLE", message, true, &name);
+                event.backend_lost = true;
+                self.finish(event, &name).await;
             }
         }
     }

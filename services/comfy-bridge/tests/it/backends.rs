@@ -8,7 +8,7 @@ use easel_proto::bridge::v1::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, Client, failed, fast_config, next, run, start, text};
+use crate::support::{self, Client, failed, fast_config, next, next_any, run, start, text};
 
 async fn breaker_of(client: &mut Client) -> (bool, BreakerState) {
     let backend = client
@@ -19,6 +19,72 @@ async fn breaker_of(client: &mut Client) -> (bool, BreakerState) {
         .backends
         .remove(0);
     (backend.healthy, backend.breaker_state())
+}
+
+/// A backend that comes back takes runs at once: its first passing health check ends the
+/// breaker's cool-down (here far longer than the test may take), and a run waiting meanwhile
+/// said why it waited.
+#[tokio::test]
+async fn a_backend_that_comes_back_takes_runs_long_before_the_cooldown_ends() {
+    let sim = easel_comfy_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim");
+    let addr = sim.addr;
+    let mut config = fast_config(&[sim.base_url()]);
+    config.breaker_failures = 1;
+    config.breaker_cooldown = std::time::Duration::from_secs(3600);
+    config.queue_timeout = std::time::Duration::from_secs(120);
+    let bridge = start(config).await;
+    let mut client = bridge.client.clone();
+    // A run before the outage (which also lists the checkpoints, as a warm bridge has them).
+    let events = run(&mut client, text("before", "x", 2))
+        .await
+        .expect("runs");
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{events:?}"
+    );
+    sim.kill().await.expect("the simulator stops");
+    support::wait_for("the breaker to open", || {
+        let mut client = client.clone();
+        async move { (breaker_of(&mut client).await == (false, BreakerState::Open)).then_some(()) }
+    })
+    .await;
+    let mut stream = client
+        .run_workflow(text("waits", "x", 2))
+        .await
+        .expect("the call waits")
+        .into_inner();
+    let first = next_any(&mut stream).await;
+    let Some(Event::Waiting(waiting)) = first else {
+        panic!("expected waiting, got {first:?}");
+    };
+    assert_eq!(
+        waiting.reason(),
+        easel_proto::bridge::v1::WaitReason::NoBackend
+    );
+    // The backend comes back on the same address.
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let stop = CancellationToken::new();
+    tokio::spawn(easel_comfy_sim::run(
+        SimConfig::default(),
+        listener,
+        stop.clone(),
+    ));
+    let mut events = Vec::new();
+    while let Some(event) = next(&mut stream).await {
+        events.push(event);
+    }
+    assert!(
+        matches!(events.first(), Some(Event::Queued(_))),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{events:?}"
+    );
+    assert_eq!(breaker_of(&mut client).await, (true, BreakerState::Closed));
+    stop.cancel();
 }
 
 #[tokio::test]

@@ -242,17 +242,32 @@ async fn without_capacity_the_call_waits_then_gives_up() {
         .await
         .expect_err("no capacity");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    // Excluding the only backend leaves none at all.
+    // Excluding the only backend is a preference: with no other one, the run waits for it.
     let mut request = text("excluded", "x", 2);
     request.exclude_backends = vec![sim.addr.to_string()];
     let status = run(&mut bridge.client, request)
         .await
-        .expect_err("no backend");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        .expect_err("no capacity");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let _ = bridge
         .client
         .interrupt(InterruptRequest {
             run_id: "busy".to_string(),
         })
         .await;
+}
+
+#[tokio::test]
+async fn an_excluded_backend_runs_the_job_when_it_is_the_only_one() {
+    let sim = easel_comfy_sim::spawn(SimConfig::default())
+        .await
+        .expect("sim");
+    let mut bridge = start(fast_config(&[sim.base_url()])).await;
+    let mut request = text("only-one", "x", 2);
+    request.exclude_backends = vec![sim.addr.to_string()];
+    let events = run(&mut bridge.client, request).await.expect("runs");
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{events:?}"
+    );
 }

@@ -134,8 +134,19 @@ pub fn text(run_id: &str, prompt: &str, steps: u32) -> RunWorkflowRequest {
 /// A started run's stream.
 pub type Events = tonic::Streaming<easel_proto::bridge::v1::RunWorkflowResponse>;
 
-/// The next event, failing the test after [`WAIT`].
+/// The next event other than `waiting` (which tests that care read with [`next_any`]),
+/// failing the test after [`WAIT`].
 pub async fn next(stream: &mut Events) -> Option<Event> {
+    loop {
+        match next_any(stream).await {
+            Some(Event::Waiting(_)) => continue,
+            other => return other,
+        }
+    }
+}
+
+/// The next event, `waiting` included, failing the test after [`WAIT`].
+pub async fn next_any(stream: &mut Events) -> Option<Event> {
     tokio::time::timeout(WAIT, stream.message())
         .await
         .expect("an event in time")
@@ -152,13 +163,24 @@ pub async fn rest(stream: &mut Events) -> Vec<Event> {
     events
 }
 
-/// Starts a run and reads it to its end.
+/// Starts a run and reads it to its end, without its `waiting` events; a status before
+/// `queued` (at the call, or after `waiting` events) is the error.
 pub async fn run(
     client: &mut Client,
     request: RunWorkflowRequest,
 ) -> Result<Vec<Event>, tonic::Status> {
     let mut stream = client.run_workflow(request).await?.into_inner();
-    Ok(rest(&mut stream).await)
+    let mut events = Vec::new();
+    loop {
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("an event in time")?;
+        match message.map(|response| response.event.expect("an event")) {
+            Some(Event::Waiting(_)) => {}
+            Some(event) => events.push(event),
+            None => return Ok(events),
+        }
+    }
 }
 
 /// The last event, which must be `completed` or `failed`.

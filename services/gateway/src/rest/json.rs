@@ -227,6 +227,13 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value, prefix: &str) -
 /// field names, which say what was wrong.
 pub fn json_error(path: &str, error: &serde_json::Error) -> Error {
     use serde_json::error::Category;
+    if error.to_string().starts_with("recursion limit exceeded") {
+        // serde_json stops at 128 levels; say which limit applies to what a client nests.
+        return Error::invalid_argument(format!(
+            "the request body nests too deeply: a workflow document may nest at most {} levels",
+            easel_proto::limits::MAX_WORKFLOW_DEPTH
+        ));
+    }
     match error.classify() {
         Category::Syntax | Category::Eof | Category::Io => Error::invalid_argument(format!(
             "the request body is not valid JSON (line {}, column {})",

@@ -9,6 +9,7 @@ mod envoy;
 mod grpc_web;
 mod host_header;
 mod logs;
+mod malformed;
 mod process;
 mod protocols;
 mod rest;

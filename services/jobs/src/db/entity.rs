@@ -57,7 +57,7 @@ pub mod job {
         pub finished_at_ms: Option<i64>,
         /// Latest start; after it a PENDING job expires.
         pub start_deadline_ms: Option<i64>,
-        /// The worker holding the RUNNING job.
+        /// The worker holding the job (RUNNING, or PENDING while it waits for a backend).
         pub lease_owner: Option<String>,
         /// When that lease lapses unless renewed.
         pub lease_expires_ms: Option<i64>,
@@ -65,6 +65,10 @@ pub mod job {
         pub seq: i64,
         /// The queue position last recorded as an event, while PENDING.
         pub queue_position: Option<i32>,
+        /// Why a PENDING job is not running (`waiting_for_backend`), if not its turn.
+        pub pending_reason: Option<String>,
+        /// Runs lost with their backend that spent no attempt.
+        pub lost_runs: i32,
     }
 
     /// No relations.

@@ -15,7 +15,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateTables), Box::new(OwnerCounters)]
+        vec![
+            Box::new(CreateTables),
+            Box::new(OwnerCounters),
+            Box::new(BackendWaits),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -53,6 +57,8 @@ enum Jobs {
     LeaseExpiresMs,
     Seq,
     QueuePosition,
+    PendingReason,
+    LostRuns,
 }
 
 #[derive(DeriveIden)]
@@ -288,5 +294,52 @@ impl MigrationTrait for OwnerCounters {
         manager
             .drop_table(Table::drop().table(JobOwnerCounters::Table).to_owned())
             .await
+    }
+}
+
+/// Why a PENDING job waits (`waiting_for_backend`), and the runs a job lost with their backend
+/// (which spend no attempt, up to `max_attempts` of them).
+struct BackendWaits;
+
+impl MigrationName for BackendWaits {
+    fn name(&self) -> &str {
+        "migration_0003_backend_waits"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for BackendWaits {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one column at a time.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .add_column(string_null(Jobs::PendingReason))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .add_column(integer(Jobs::LostRuns).default(0))
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [Jobs::PendingReason, Jobs::LostRuns] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Jobs::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -1,10 +1,15 @@
-//! One run of a job on the bridge: stream its events, store its outputs, and say how it ended.
+//! One attempt of a job on the bridge: wait (PENDING) until a backend accepts the run, then
+//! stream its events, store its outputs, and say how it ended.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use easel_proto::bridge::v1::{RunWorkflowRequest, run_workflow_request, run_workflow_response};
-use easel_proto::jobs::v1::{JobError, JobMetadata, JobOutput, JobSpec, Progress, job_event};
+use easel_proto::bridge::v1::{
+    Queued, RunWorkflowRequest, WaitReason, run_workflow_request, run_workflow_response,
+};
+use easel_proto::jobs::v1::{
+    JobError, JobMetadata, JobOutput, JobSpec, JobStatus, Progress, StatusChange, job_event,
+};
 use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
 use easel_runtime::ErrorCode;
 use sea_orm::sea_query::Expr;
@@ -14,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::Attempt;
 use crate::db::{self, Guard, JobColumn};
 use crate::error::JobsError;
-use crate::model::{millis, proto_duration};
-use crate::service::Jobs;
+use crate::model::{WAITING_FOR_BACKEND, millis, proto_duration};
+use crate::service::{Jobs, status_event};
 
 /// Bytes per upload message.
 const CHUNK: usize = 256 * 1024;
@@ -37,7 +42,21 @@ pub enum Outcome {
     },
     /// The job left our hands (cancelled, or its lease was lost).
     Lost,
+    /// The job's start deadline passed while it waited for a backend.
+    Expired,
 }
+
+/// What one call of the bridge came to.
+enum Step {
+    /// The attempt is over.
+    Done(Outcome),
+    /// No backend took the run: ask again after this pause.
+    Wait(Duration),
+}
+
+/// How long to wait before asking the bridge again when it answered at once that no backend
+/// can take the run (the bridge itself may be down), so waiting never spins.
+const WAIT_PAUSE: Duration = Duration::from_secs(1);
 
 fn failure(code: ErrorCode, message: impl Into<String>, retryable: bool) -> JobError {
     JobError {
@@ -62,6 +81,16 @@ fn retryable(code: tonic::Code) -> bool {
     )
 }
 
+/// Whether the bridge's answer before `queued` means "no backend could take the run yet"
+/// (none available, all busy for the bridge's whole queue timeout, or the bridge unreachable):
+/// the job waits, spending nothing.
+fn is_waiting(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::ResourceExhausted | tonic::Code::DeadlineExceeded
+    )
+}
+
 fn from_status(status: &tonic::Status) -> JobError {
     let error = easel_runtime::Error::from_status(status);
     failure(
@@ -71,7 +100,9 @@ fn from_status(status: &tonic::Status) -> JobError {
     )
 }
 
-/// Runs the attempt on the bridge.
+/// Runs the attempt on the bridge: asks until a backend accepts the run (the job waits,
+/// PENDING, meanwhile), follows it, and goes back to waiting when the run is lost with its
+/// backend while the job may still lose runs for free.
 pub async fn run(attempt: &mut Attempt) -> Outcome {
     let spec: JobSpec = serde_json::from_str(&attempt.row.spec).unwrap_or_default();
     let keep_workflow_metadata = spec.keep_workflow_metadata;
@@ -89,6 +120,215 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
             };
         }
     };
+    loop {
+        match run_once(attempt, workflow.clone()).await {
+            Step::Done(outcome) => return outcome,
+            Step::Wait(pause) => {
+                let pause = tokio::time::sleep(pause);
+                tokio::select! {
+                    () = pause => {}
+                    () = start_deadline(attempt) => return Outcome::Expired,
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when the job's start deadline passes (never without one).
+async fn start_deadline(attempt: &Attempt) {
+    match attempt.row.start_deadline_ms {
+        Some(deadline) => {
+            let left = deadline - millis(attempt.jobs.clock.now());
+            let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Records why the waiting job is not running (with an event when that changes); false once
+/// the job is not the attempt's any more.
+async fn mark_waiting(attempt: &mut Attempt, reason: Option<&str>) -> bool {
+    if attempt.running || attempt.row.pending_reason.as_deref() == reason {
+        return true;
+    }
+    let changes = vec![(
+        JobColumn::PendingReason,
+        Expr::value(reason.map(str::to_string)),
+    )];
+    let event = job_event::Kind::StatusChange(StatusChange {
+        status: JobStatus::Pending as i32,
+        attempt: u32::try_from(attempt.row.attempts).unwrap_or_default(),
+        pending_reason: reason.unwrap_or_default().to_string(),
+        ..StatusChange::default()
+    });
+    let now = millis(attempt.jobs.clock.now());
+    match db::transition(
+        &attempt.jobs.db,
+        &attempt.row.id,
+        &held(attempt),
+        changes,
+        Some(event),
+        now,
+    )
+    .await
+    {
+        Ok(Some((row, event))) => {
+            if let Some(event) = event {
+                attempt.jobs.publish(&event).await;
+            }
+            if reason.is_some() {
+                tracing::info!(reason, "job waiting for a backend");
+            }
+            attempt.row = row;
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            // Only the reason is lost; the lease decides whether the job is still ours.
+            tracing::warn!(job_id = %attempt.row.id, error = %error, "recording a wait failed");
+            true
+        }
+    }
+}
+
+/// A backend accepted the run: the job is RUNNING and the attempt spent. False once the job is
+/// not the attempt's any more.
+async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
+    let mut metadata: JobMetadata = serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
+    metadata.seed = queued.seed;
+    if !queued.checkpoint.is_empty() {
+        metadata.checkpoint = queued.checkpoint.clone();
+    }
+    let now = millis(attempt.jobs.clock.now());
+    let changes = vec![
+        (
+            JobColumn::Status,
+            Expr::value(crate::model::status_to_db(JobStatus::Running)),
+        ),
+        (JobColumn::Attempts, Expr::value(attempt.number)),
+        (JobColumn::StartedAtMs, Expr::value(now)),
+        (JobColumn::Backend, Expr::value(queued.backend.clone())),
+        (
+            JobColumn::Metadata,
+            Expr::value(serde_json::to_string(&metadata).unwrap_or_default()),
+        ),
+        (
+            JobColumn::PendingReason,
+            Expr::value(Option::<String>::None),
+        ),
+        (JobColumn::Progress, Expr::value(Option::<String>::None)),
+    ];
+    let event = status_event(JobStatus::Running, None, attempt.number, &queued.backend);
+    match db::transition(
+        &attempt.jobs.db,
+        &attempt.row.id,
+        &held(attempt),
+        changes,
+        Some(event),
+        now,
+    )
+    .await
+    {
+        Ok(Some((row, event))) => {
+            if let Some(event) = event {
+                attempt.jobs.publish(&event).await;
+            }
+            attempt.row = row;
+            attempt.running = true;
+            tracing::info!(attempt = attempt.number, backend = %queued.backend, "job started");
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(job_id = %attempt.row.id, error = %error, "starting a job failed");
+            false
+        }
+    }
+}
+
+/// The run was lost with its backend: back to PENDING without spending the attempt (the loss
+/// is counted, and the backend avoided next time). False once the job is not the attempt's.
+async fn lose_run(attempt: &mut Attempt, error: JobError, backend: &str) -> bool {
+    let mut excluded: Vec<String> =
+        serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
+    if !backend.is_empty() && !excluded.iter().any(|name| name == backend) {
+        excluded.push(backend.to_string());
+    }
+    let changes = vec![
+        (
+            JobColumn::Status,
+            Expr::value(crate::model::status_to_db(JobStatus::Pending)),
+        ),
+        (JobColumn::Attempts, Expr::value(attempt.number - 1)),
+        (JobColumn::LostRuns, Expr::value(attempt.row.lost_runs + 1)),
+        (
+            JobColumn::Error,
+            Expr::value(serde_json::to_string(&error).ok()),
+        ),
+        (
+            JobColumn::ExcludedBackends,
+            Expr::value(serde_json::to_string(&excluded).unwrap_or_default()),
+        ),
+        (JobColumn::Progress, Expr::value(Option::<String>::None)),
+    ];
+    let event = status_event(JobStatus::Pending, Some(error), attempt.number - 1, backend);
+    let now = millis(attempt.jobs.clock.now());
+    let moved = db::transition(
+        &attempt.jobs.db,
+        &attempt.row.id,
+        &held(attempt),
+        changes,
+        Some(event),
+        now,
+    )
+    .await;
+    match moved {
+        Ok(Some((row, event))) => {
+            if let Some(event) = event {
+                attempt.jobs.publish(&event).await;
+            }
+            attempt.row = row;
+            attempt.running = false;
+            let stored = std::mem::take(&mut attempt.stored);
+            delete_artifacts(attempt, Some(&stored)).await;
+            metrics::counter!(crate::metrics::RETRIES).increment(1);
+            tracing::info!(
+                backend,
+                lost_runs = attempt.row.lost_runs,
+                "run lost with its backend; waiting again without spending the attempt"
+            );
+            true
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(job_id = %attempt.row.id, error = %error, "returning a lost run failed");
+            false
+        }
+    }
+}
+
+/// The bridge refused the run before a backend accepted it.
+async fn refused(attempt: &mut Attempt, status: &tonic::Status) -> Step {
+    if !is_waiting(status.code()) {
+        return Step::Done(Outcome::Failed {
+            error: from_status(status),
+            backend: String::new(),
+        });
+    }
+    // Busy backends (RESOURCE_EXHAUSTED) leave the job waiting its turn without a reason; the
+    // bridge already waited its queue timeout, so the pause only keeps a failing bridge (one
+    // that answers at once) from being asked in a loop.
+    if status.code() != tonic::Code::ResourceExhausted
+        && !mark_waiting(attempt, Some(WAITING_FOR_BACKEND)).await
+    {
+        return Step::Done(Outcome::Lost);
+    }
+    Step::Wait(WAIT_PAUSE)
+}
+
+/// One call of the bridge.
+async fn run_once(attempt: &mut Attempt, workflow: run_workflow_request::Workflow) -> Step {
     let excluded: Vec<String> =
         serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
     let mut request = tonic::Request::new(RunWorkflowRequest {
@@ -100,74 +340,72 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
     });
     request.set_timeout(attempt.settings.run_timeout + Duration::from_secs(30));
     let mut bridge = attempt.jobs.clients.bridge.clone();
-    let mut stream = match bridge.run_workflow(request).await {
+    let called = tokio::select! {
+        called = bridge.run_workflow(request) => called,
+        () = start_deadline(attempt) => return Step::Done(Outcome::Expired),
+    };
+    let mut stream = match called {
         Ok(response) => response.into_inner(),
-        Err(status) => {
-            return Outcome::Failed {
-                error: from_status(&status),
-                backend: String::new(),
-            };
-        }
+        Err(status) => return refused(attempt, &status).await,
     };
     let mut backend = String::new();
     let mut outputs = Vec::new();
     let mut last_progress = (String::new(), u32::MAX);
     // Progress is written (and published) beside the stream, latest first: reading the run
     // never waits on the database, and a slow database skips steps rather than delaying the
-    // outputs. The writer ends with this function, after the write it may be doing.
-    let (progress_sender, progress_receiver) = watch::channel(None);
+    // outputs. The writer starts with the run and ends with this function, after the write it
+    // may be doing.
+    let mut progress_sender: Option<watch::Sender<Option<Progress>>> = None;
     let lost = CancellationToken::new();
-    tokio::spawn(write_progress(
-        attempt.jobs.clone(),
-        attempt.row.id.clone(),
-        held(attempt),
-        progress_receiver,
-        lost.clone(),
-    ));
     loop {
         let message = tokio::select! {
             biased;
-            () = lost.cancelled() => return Outcome::Lost,
+            () = lost.cancelled() => return Step::Done(Outcome::Lost),
+            () = start_deadline(attempt), if !attempt.running => return Step::Done(Outcome::Expired),
             message = stream.message() => message,
         };
         let message = match message {
             Ok(Some(message)) => message,
             Ok(None) => {
-                return Outcome::Failed {
+                return Step::Done(Outcome::Failed {
                     error: failure(
                         ErrorCode::Unavailable,
                         "the bridge ended the run without a result",
                         true,
                     ),
                     backend,
-                };
+                });
             }
+            Err(status) if !attempt.running => return refused(attempt, &status).await,
             Err(status) => {
-                return Outcome::Failed {
+                return Step::Done(Outcome::Failed {
                     error: from_status(&status),
                     backend,
-                };
+                });
             }
         };
         match message.event {
+            Some(run_workflow_response::Event::Waiting(waiting)) => {
+                let reason =
+                    (waiting.reason() == WaitReason::NoBackend).then_some(WAITING_FOR_BACKEND);
+                if !mark_waiting(attempt, reason).await {
+                    return Step::Done(Outcome::Lost);
+                }
+            }
             Some(run_workflow_response::Event::Queued(queued)) => {
                 backend = queued.backend.clone();
-                let mut metadata: JobMetadata =
-                    serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
-                metadata.seed = queued.seed;
-                if !queued.checkpoint.is_empty() {
-                    metadata.checkpoint = queued.checkpoint.clone();
+                if !start(attempt, &queued).await {
+                    return Step::Done(Outcome::Lost);
                 }
-                let changes = vec![
-                    (JobColumn::Backend, Expr::value(queued.backend)),
-                    (
-                        JobColumn::Metadata,
-                        Expr::value(serde_json::to_string(&metadata).unwrap_or_default()),
-                    ),
-                ];
-                if !attempt.change(changes, None).await {
-                    return Outcome::Lost;
-                }
+                let (sender, receiver) = watch::channel(None);
+                tokio::spawn(write_progress(
+                    attempt.jobs.clone(),
+                    attempt.row.id.clone(),
+                    held(attempt),
+                    receiver,
+                    lost.clone(),
+                ));
+                progress_sender = Some(sender);
             }
             Some(run_workflow_response::Event::Started(started)) if !started.backend.is_empty() => {
                 backend = started.backend;
@@ -197,21 +435,23 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
                     max_steps: progress.max_steps,
                     percent: percent as f32,
                 };
-                progress_sender.send_replace(Some(progress));
+                if let Some(sender) = &progress_sender {
+                    sender.send_replace(Some(progress));
+                }
             }
             Some(run_workflow_response::Event::Output(image)) => {
                 match put_output(attempt, image).await {
                     Ok(output) => outputs.push(output),
                     Err(status) => {
-                        return Outcome::Failed {
+                        return Step::Done(Outcome::Failed {
                             error: from_status(&status),
                             backend,
-                        };
+                        });
                     }
                 }
             }
             Some(run_workflow_response::Event::Completed(_)) => {
-                return Outcome::Succeeded { outputs };
+                return Step::Done(Outcome::Succeeded { outputs });
             }
             Some(run_workflow_response::Event::Failed(failed)) => {
                 let code = ErrorCode::from_name(&failed.code).unwrap_or(ErrorCode::Internal);
@@ -220,16 +460,26 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
                 } else {
                     failed.backend
                 };
-                return Outcome::Failed {
-                    error: JobError {
-                        code: code.as_str().to_string(),
-                        message: failed.message,
-                        retryable: failed.retryable,
-                        node_errors: failed.node_errors,
-                        exception_type: failed.exception_type,
-                    },
-                    backend,
+                let error = JobError {
+                    code: code.as_str().to_string(),
+                    message: failed.message,
+                    retryable: failed.retryable,
+                    node_errors: failed.node_errors,
+                    exception_type: failed.exception_type,
                 };
+                // A run lost with its backend is not the run's failure: wait for a backend
+                // again without spending the attempt, while the job may still lose runs.
+                if failed.backend_lost
+                    && attempt.running
+                    && attempt.row.lost_runs < attempt.row.max_attempts
+                {
+                    drop(progress_sender.take());
+                    if !lose_run(attempt, error, &backend).await {
+                        return Step::Done(Outcome::Lost);
+                    }
+                    return Step::Wait(Duration::ZERO);
+                }
+                return Step::Done(Outcome::Failed { error, backend });
             }
             None => {}
         }
@@ -379,9 +629,14 @@ pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
     }
 }
 
-/// The guard of this attempt's writes.
+/// The guard of this attempt's writes: RUNNING at its number once a backend accepted the run,
+/// PENDING under its lease before.
 pub fn held(attempt: &Attempt) -> Guard {
-    Guard::held(&attempt.consumer, attempt.number)
+    if attempt.running {
+        Guard::held(&attempt.consumer, attempt.number)
+    } else {
+        Guard::waiting(&attempt.consumer)
+    }
 }
 
 /// Extends the attempt's lease; false when the job is no longer ours.

@@ -506,3 +506,134 @@ async fn cancelling_pending_running_and_finished_jobs() {
     .unwrap();
     assert!(held.is_none(), "the worker lost the job");
 }
+
+/// A raw workflow whose graph nests `depth` levels (graph → node → inputs → lists).
+fn nested_workflow(depth: usize) -> v1::SubmitJobRequest {
+    use pbjson_types::value::Kind;
+    use pbjson_types::{ListValue, Struct, Value};
+    let mut value = Value {
+        kind: Some(Kind::NumberValue(1.0)),
+    };
+    for _ in 0..depth - 3 {
+        value = Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: vec![value],
+            })),
+        };
+    }
+    let object = |pairs: Vec<(&str, Value)>| Value {
+        kind: Some(Kind::StructValue(Struct {
+            fields: pairs
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect(),
+        })),
+    };
+    let node = object(vec![
+        (
+            "class_type",
+            Value {
+                kind: Some(Kind::StringValue("EmptyLatentImage".into())),
+            },
+        ),
+        ("inputs", object(vec![("width", value)])),
+    ]);
+    let Some(Kind::StructValue(graph)) = object(vec![("1", node)]).kind else {
+        unreachable!()
+    };
+    v1::SubmitJobRequest {
+        spec: Some(v1::JobSpec {
+            kind: Some(v1::job_spec::Kind::Workflow(v1::Workflow {
+                graph: Some(graph),
+                overrides: vec![],
+            })),
+        }),
+        ..v1::SubmitJobRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn workflows_past_the_nesting_limit_are_invalid_arguments_never_internal() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let limit = easel_proto::limits::MAX_WORKFLOW_DEPTH;
+    let accepted = client
+        .submit_job(submit("usr_deep", nested_workflow(limit)))
+        .await;
+    assert!(accepted.is_ok(), "{accepted:?}");
+    // Past the limit: the validator names the field; past prost's recursion limit (about 45
+    // levels) the decoder refuses the message, which the server answers as the caller's error.
+    for depth in [limit + 1, 44, 45, 100, 127, 128] {
+        let status = client
+            .submit_job(submit("usr_deep", nested_workflow(depth)))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "depth {depth}: {status:?}"
+        );
+        if depth == limit + 1 {
+            let error = Error::from_status(&status);
+            let violation = &error.field_violations()[0];
+            assert_eq!(violation.field, "spec.workflow.graph", "depth {depth}");
+            assert!(violation.description.contains(&limit.to_string()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_terminal_job_shows_final_progress_whatever_its_row_kept() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let stale = serde_json::to_string(&v1::Progress {
+        node_id: "3".into(),
+        node_class: "KSampler".into(),
+        step: 6,
+        max_steps: 7,
+        percent: 85.7,
+    })
+    .unwrap();
+    for (status, expected) in [
+        (JobStatus::Succeeded, Some(100.0)),
+        (JobStatus::Failed, None),
+        (JobStatus::Cancelled, None),
+        (JobStatus::Expired, None),
+    ] {
+        let job = client
+            .submit_job(submit("usr_progress", t2i("done")))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        // A row finished before the rule, with its last step's progress kept.
+        let now = millis(harness.clock.now());
+        db::transition(
+            &harness.jobs.db,
+            &job.id,
+            &Guard::from(&[JobStatus::Pending]),
+            vec![
+                (JobColumn::Status, Expr::value(status_to_db(status))),
+                (JobColumn::Progress, Expr::value(stale.clone())),
+            ],
+            None,
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let shown = client
+            .get_job(get("usr_progress", &job.id))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        assert_eq!(
+            shown.progress.map(|progress| progress.percent),
+            expected,
+            "{status:?}"
+        );
+    }
+}

@@ -15,7 +15,9 @@ use crate::support::{Harness, caller, submit, t2i};
 
 /// The simulator, storage and the bridge as processes.
 struct Stack {
-    _sims: Vec<tokio::process::Child>,
+    sims: Vec<tokio::process::Child>,
+    /// The simulators' ports, to start one again where it was.
+    ports: Vec<u16>,
     storage: ServiceProcess,
     bridge: ServiceProcess,
     _dir: tempfile::TempDir,
@@ -29,9 +31,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_sim(extra: &[(&str, &str)]) -> (tokio::process::Child, String) {
+async fn start_sim_on(port: u16, extra: &[(&str, &str)]) -> (tokio::process::Child, String) {
     let binary = workspace_binary("easel-comfy-sim", "easel-comfy-sim");
-    let port = free_port();
     let child = tokio::process::Command::new(binary)
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -52,13 +53,20 @@ async fn start_sim(extra: &[(&str, &str)]) -> (tokio::process::Child, String) {
 }
 
 async fn start_stack(sims: &[&[(&str, &str)]]) -> Stack {
+    start_stack_with(sims, &[]).await
+}
+
+async fn start_stack_with(sims: &[&[(&str, &str)]], bridge_extra: &[(&str, &str)]) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     let mut urls = Vec::new();
+    let mut ports = Vec::new();
     for extra in sims {
-        let (child, url) = start_sim(extra).await;
+        let port = free_port();
+        let (child, url) = start_sim_on(port, extra).await;
         children.push(child);
         urls.push(url);
+        ports.push(port);
     }
     let storage_dir = format!("file://{}", dir.path().join("artifacts").display());
     let storage_db = TestDatabase::sqlite(dir.path());
@@ -71,16 +79,19 @@ async fn start_stack(sims: &[&[(&str, &str)]]) -> Stack {
     )
     .await;
     let urls = urls.join(",");
+    let mut bridge_env = vec![
+        ("EASEL_COMFYUI_URLS", urls.as_str()),
+        ("EASEL_COMFYUI_HEALTH_INTERVAL", "500ms"),
+    ];
+    bridge_env.extend_from_slice(bridge_extra);
     let bridge = ServiceProcess::spawn(
         &workspace_binary("easel-comfy-bridge", "easel-comfy-bridge"),
-        &[
-            ("EASEL_COMFYUI_URLS", &urls),
-            ("EASEL_COMFYUI_HEALTH_INTERVAL", "500ms"),
-        ],
+        &bridge_env,
     )
     .await;
     Stack {
-        _sims: children,
+        sims: children,
+        ports,
         storage,
         bridge,
         _dir: dir,
@@ -184,6 +195,8 @@ async fn a_job_succeeds_with_its_outputs_stored() {
     );
     assert_eq!(done.attempts, 1);
     assert_eq!(stored_artifacts(&stack, &job.id).await, 2);
+    let progress = done.progress.expect("a succeeded job's progress");
+    assert_eq!(progress.percent, 100.0, "a succeeded job is complete");
 }
 
 #[tokio::test]
@@ -328,4 +341,186 @@ async fn a_worker_killed_mid_job_does_not_lose_or_duplicate_it() {
         "outputs stored once"
     );
     shutdown.trigger();
+}
+
+/// A text-to-image request of `steps` sampler steps (the simulator's step delay sets its time).
+fn slow_t2i(prompt: &str, steps: u32) -> v1::SubmitJobRequest {
+    let mut request = t2i(prompt);
+    if let Some(v1::JobSpec {
+        kind: Some(v1::job_spec::Kind::TextToImage(t)),
+    }) = request.spec.as_mut()
+    {
+        t.steps = steps;
+    }
+    request
+}
+
+async fn row(harness: &Harness, id: &str) -> easel_jobs::db::JobRow {
+    easel_jobs::db::find(&harness.jobs.db, id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The job's status changes, from its stored event log, after checking the log numbers its
+/// events 1, 2, 3… with no gap and no duplicate.
+async fn status_changes(harness: &Harness, id: &str) -> Vec<v1::StatusChange> {
+    let events = easel_jobs::db::events_after(&harness.jobs.db, id, 0, 10_000)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, expected, "{id}: no gap, no duplicate");
+    events
+        .into_iter()
+        .filter_map(|event| match event.kind {
+            Some(v1::job_event::Kind::StatusChange(change)) => Some(change),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The measured failure of issue 11: with the only backend down for 20 s, jobs failed after
+/// spending their attempts waiting. Now the jobs that were running and those queued all
+/// succeed with one attempt; while the backend is down none shows RUNNING and the ones
+/// workers hold say they wait for a backend.
+#[tokio::test]
+async fn the_only_backend_down_for_20s_fails_no_job_and_spends_no_attempt() {
+    let sim_env: &[(&str, &str)] = &[("EASEL_SIM_STEP_DELAY_MS", "100")];
+    // A short queue timeout: the bridge gives up on each wait several times during the
+    // outage, and the worker must keep asking without spending attempts.
+    let mut stack = start_stack_with(&[sim_env], &[("EASEL_COMFYUI_QUEUE_TIMEOUT", "2s")]).await;
+    let harness = jobs_with(&stack).await;
+    let mut client = harness.client.clone();
+    let mut ids = Vec::new();
+    for index in 0..6 {
+        let job = client
+            .submit_job(submit("usr_a", slow_t2i(&format!("outage {index}"), 30)))
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        ids.push(job.id);
+    }
+    let in_flight = crate::support::eventually(Duration::from_secs(60), || {
+        let harness = &harness;
+        let ids = &ids;
+        async move {
+            for id in ids {
+                let row = row(harness, id).await;
+                if row.status == JobStatus::Running as i32 && row.progress.is_some() {
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await;
+    assert!(in_flight, "a job runs on the backend before it goes down");
+
+    // The fault: the only backend dies, and stays down 20 s.
+    let outage = tokio::time::Instant::now();
+    let mut sim = stack.sims.remove(0);
+    sim.kill().await.unwrap();
+    let waiting = crate::support::eventually(Duration::from_secs(60), || {
+        let harness = &harness;
+        let ids = &ids;
+        async move {
+            let mut waiting = 0;
+            for id in ids {
+                let row = row(harness, id).await;
+                assert_ne!(row.status, JobStatus::Failed as i32, "{row:?}");
+                if row.status == JobStatus::Running as i32 {
+                    return false;
+                }
+                if row.pending_reason.as_deref() == Some("waiting_for_backend") {
+                    waiting += 1;
+                }
+            }
+            waiting > 0
+        }
+    })
+    .await;
+    assert!(
+        waiting,
+        "while the backend is down no job is RUNNING and the held ones wait for a backend"
+    );
+    let left = Duration::from_secs(20).saturating_sub(outage.elapsed());
+    tokio::time::sleep(left).await;
+    for id in &ids {
+        let row = row(&harness, id).await;
+        assert_eq!(row.status, JobStatus::Pending as i32, "{row:?}");
+    }
+    let (_sim, _) = start_sim_on(stack.ports[0], sim_env).await;
+
+    let mut told_waiting = 0;
+    for id in &ids {
+        let done = until_terminal(&harness, id).await;
+        assert_eq!(done.status, JobStatus::Succeeded as i32, "{done:?}");
+        assert_eq!(done.attempts, 1, "{done:?}");
+        assert_eq!(done.outputs.len(), 1);
+        assert_eq!(stored_artifacts(&stack, id).await, 1, "outputs stored once");
+        let changes = status_changes(&harness, id).await;
+        assert!(
+            changes
+                .iter()
+                .all(|change| change.status != JobStatus::Running as i32 || change.attempt == 1),
+            "every run started as attempt 1: {changes:?}"
+        );
+        let succeeded = changes
+            .iter()
+            .filter(|change| change.status == JobStatus::Succeeded as i32)
+            .count();
+        assert_eq!(succeeded, 1, "succeeded exactly once");
+        if changes.iter().any(|change| {
+            change.status == JobStatus::Pending as i32
+                && change.pending_reason == "waiting_for_backend"
+        }) {
+            told_waiting += 1;
+        }
+    }
+    assert!(
+        told_waiting > 0,
+        "watchers were told jobs wait for a backend"
+    );
+}
+
+/// A terminal job's progress is final: a job cancelled mid-run keeps no stale percentage.
+#[tokio::test]
+async fn a_job_cancelled_mid_run_keeps_no_progress() {
+    let stack = start_stack(&[&[("EASEL_SIM_STEP_DELAY_MS", "200")]]).await;
+    let harness = jobs_with(&stack).await;
+    let mut client = harness.client.clone();
+    let job = client
+        .submit_job(submit("usr_a", slow_t2i("cancel me", 100)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let progressing = crate::support::eventually(Duration::from_secs(60), || {
+        let harness = &harness;
+        let id = job.id.clone();
+        async move { row(harness, &id).await.progress.is_some() }
+    })
+    .await;
+    assert!(progressing, "the job makes progress");
+    let cancelled = client
+        .cancel_job(internal::CancelJobRequest {
+            caller: Some(caller("usr_a")),
+            request: Some(v1::CancelJobRequest {
+                job_id: job.id.clone(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled as i32);
+    assert_eq!(cancelled.progress, None, "{cancelled:?}");
+    let done = until_terminal(&harness, &job.id).await;
+    assert_eq!(done.progress, None, "{done:?}");
+    assert_eq!(row(&harness, &job.id).await.progress, None);
 }
