@@ -94,7 +94,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let gateway = Listeners {
         grpc: TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?,
+            .with_context(|| format!("cannot listen on {}", args.listen))?
+            .into(),
         admin: TcpListener::bind("127.0.0.1:0").await?,
     };
     let url = |listeners: &Listeners| -> anyhow::Result<String> {

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::transport::ConnectionSettings;
+
 /// One invalid or missing variable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -327,11 +329,32 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `EASEL_MAX_CONCURRENT_REQUESTS`: calls served at once before load is shed (default 1024).
     pub max_concurrent_requests: usize,
+    /// Timeouts and caps of connections, on every port of the service.
+    pub connections: ConnectionSettings,
 }
 
 impl ServerConfig {
-    /// Reads the server variables with the service's default ports.
+    /// Reads the server variables of an internal service with its default ports.
     pub fn from_env(env: &mut Env, default_grpc: SocketAddr, default_admin: SocketAddr) -> Self {
+        ServerConfig::read(env, default_grpc, default_admin, INTERNAL_MAX_STREAMS)
+    }
+
+    /// Reads the server variables of a public port (the gateway): fewer streams per HTTP/2
+    /// connection by default.
+    pub fn public_from_env(
+        env: &mut Env,
+        default_grpc: SocketAddr,
+        default_admin: SocketAddr,
+    ) -> Self {
+        ServerConfig::read(env, default_grpc, default_admin, PUBLIC_MAX_STREAMS)
+    }
+
+    fn read(
+        env: &mut Env,
+        default_grpc: SocketAddr,
+        default_admin: SocketAddr,
+        max_streams: u32,
+    ) -> Self {
         ServerConfig {
             grpc_listen: env.socket_addr("EASEL_GRPC_LISTEN", default_grpc),
             admin_listen: env.socket_addr("EASEL_ADMIN_LISTEN", default_admin),
@@ -343,6 +366,7 @@ impl ServerConfig {
                 1,
                 1_000_000,
             ),
+            connections: ConnectionSettings::from_env(env, max_streams),
         }
     }
 
@@ -355,6 +379,74 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            connections: ConnectionSettings::with_max_streams(INTERNAL_MAX_STREAMS),
+        }
+    }
+}
+
+/// Streams per HTTP/2 connection on internal services: one gateway channel carries every
+/// client's job watch, so this is high; the public port's default is lower.
+pub const INTERNAL_MAX_STREAMS: u32 = 16_384;
+
+/// Streams per HTTP/2 connection on a public port: one client's share.
+pub const PUBLIC_MAX_STREAMS: u32 = 256;
+
+impl ConnectionSettings {
+    /// Reads the connection variables; `max_streams` is the default of
+    /// `EASEL_HTTP2_MAX_CONCURRENT_STREAMS`.
+    pub fn from_env(env: &mut Env, max_streams: u32) -> Self {
+        let defaults = ConnectionSettings::with_max_streams(max_streams);
+        let header_read_timeout =
+            env.duration("EASEL_HEADER_READ_TIMEOUT", defaults.header_read_timeout);
+        if header_read_timeout < Duration::from_millis(100)
+            || header_read_timeout > Duration::from_secs(600)
+        {
+            env.problem("EASEL_HEADER_READ_TIMEOUT", "must be between 100ms and 10m");
+        }
+        let http2_keepalive_interval = env.duration(
+            "EASEL_HTTP2_KEEPALIVE_INTERVAL",
+            defaults.http2_keepalive_interval,
+        );
+        if http2_keepalive_interval < Duration::from_secs(1) {
+            env.problem("EASEL_HTTP2_KEEPALIVE_INTERVAL", "must be at least 1s");
+        }
+        let http2_keepalive_timeout = env.duration(
+            "EASEL_HTTP2_KEEPALIVE_TIMEOUT",
+            defaults.http2_keepalive_timeout,
+        );
+        if http2_keepalive_timeout < Duration::from_millis(100) {
+            env.problem("EASEL_HTTP2_KEEPALIVE_TIMEOUT", "must be at least 100ms");
+        }
+        let max_connections = env.number_in(
+            "EASEL_MAX_CONNECTIONS",
+            defaults.max_connections,
+            1,
+            10_000_000,
+        );
+        let max_connections_per_address = env.number_in(
+            "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+            defaults.max_connections_per_address,
+            1,
+            10_000_000,
+        );
+        if max_connections_per_address > max_connections {
+            env.problem(
+                "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+                format!("{max_connections_per_address} is above EASEL_MAX_CONNECTIONS ({max_connections})"),
+            );
+        }
+        ConnectionSettings {
+            header_read_timeout,
+            http2_keepalive_interval,
+            http2_keepalive_timeout,
+            http2_max_concurrent_streams: env.number_in(
+                "EASEL_HTTP2_MAX_CONCURRENT_STREAMS",
+                max_streams,
+                1,
+                1_000_000,
+            ),
+            max_connections,
+            max_connections_per_address,
         }
     }
 }

@@ -26,7 +26,7 @@ impl Config {
     /// Reads the configuration; problems are collected in `env`.
     pub fn from_env(env: &mut Env) -> Config {
         Config {
-            server: ServerConfig::from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
+            server: ServerConfig::public_from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
             telemetry: TelemetryConfig::from_env(env, SERVICE_NAME),
             gateway: GatewayConfig::from_env(env),
         }

@@ -34,12 +34,10 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use easel_runtime::Shutdown;
+use easel_runtime::grpc::server::serve_router;
 use easel_runtime::service::Listeners;
-use tokio::net::TcpListener;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use easel_runtime::transport::ServeOptions;
 
 pub use crate::config::{Config, GatewayConfig};
 
@@ -71,59 +69,26 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
     let app =
         protocol::app(&config, gateway, door, readiness.clone()).map_err(std::io::Error::other)?;
 
-    let public = serve_public(
+    let options = |server| ServeOptions {
+        service: SERVICE_NAME.to_string(),
+        server,
+        settings: config.server.connections.clone(),
+    };
+    // The public port: the door sees each client's address (`ConnectInfo<SocketAddr>`).
+    let public = serve_router(
         listeners.grpc,
         app.router,
         app.health,
         app.service_names,
+        options("public"),
         shutdown.clone(),
     );
-    let admin =
-        easel_runtime::admin::serve(listeners.admin, readiness, axum::Router::new(), shutdown);
+    let admin = easel_runtime::admin::serve(
+        listeners.admin,
+        readiness,
+        axum::Router::new(),
+        options("admin"),
+        shutdown,
+    );
     tokio::try_join!(public, admin).map(|_| ())
-}
-
-/// Serves the public port (HTTP/1.1 and h2c) with the peer address known to the door, until
-/// `shutdown`; then reports NOT_SERVING and lets calls and streams in flight end.
-async fn serve_public(
-    listener: TcpListener,
-    app: axum::Router,
-    health: HealthReporter,
-    service_names: Vec<&'static str>,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    for name in &service_names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-    let drain_signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.triggered().await;
-            // Tell load balancers first, so new calls go elsewhere while these drain.
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            for name in &service_names {
-                health
-                    .set_service_status(*name, ServingStatus::NotServing)
-                    .await;
-            }
-        }
-    };
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, "gateway listening");
-    // Small frames must not wait on Nagle's algorithm behind the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(drain_signal)
-    .await
 }
