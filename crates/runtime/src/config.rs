@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::transport::ConnectionSettings;
+use crate::transport::tls::{ServiceIdentity, TlsError};
 
 /// One invalid or missing variable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -331,12 +334,40 @@ pub struct ServerConfig {
     pub max_concurrent_requests: usize,
     /// Timeouts and caps of connections, on every port of the service.
     pub connections: ConnectionSettings,
+    /// `EASEL_TLS_CA`, `EASEL_TLS_CERT`, `EASEL_TLS_KEY` (PEM files, all three or none): this
+    /// service's identity. When set, the gRPC port requires mutual TLS from the other services
+    /// and this service's clients use it towards them.
+    pub tls: Option<Arc<ServiceIdentity>>,
+    /// `EASEL_TRUSTED_NETWORK`: serve internal gRPC without certificates on a non-loopback
+    /// address (default false: such a service refuses to start).
+    pub trusted_network: bool,
 }
 
 impl ServerConfig {
-    /// Reads the server variables of an internal service with its default ports.
+    /// Reads the server variables of an internal service with its default ports. Without
+    /// certificates, a gRPC address other than loopback is refused unless the network is
+    /// declared trusted.
     pub fn from_env(env: &mut Env, default_grpc: SocketAddr, default_admin: SocketAddr) -> Self {
-        ServerConfig::read(env, default_grpc, default_admin, INTERNAL_MAX_STREAMS)
+        let config = ServerConfig::read(env, default_grpc, default_admin, INTERNAL_MAX_STREAMS);
+        if let Err(reason) = config.check_exposure(config.grpc_listen.ip().is_loopback()) {
+            env.problem("EASEL_GRPC_LISTEN", reason);
+        }
+        config
+    }
+
+    /// Whether the internal gRPC port may serve as configured: with certificates, on a local
+    /// listener, or on a network declared trusted.
+    pub fn check_exposure(&self, local: bool) -> Result<(), String> {
+        if self.tls.is_some() || self.trusted_network || local {
+            return Ok(());
+        }
+        Err(format!(
+            "{} is not a loopback address, and internal services do not serve other hosts \
+             without authenticating them: set EASEL_TLS_CA, EASEL_TLS_CERT and EASEL_TLS_KEY \
+             (mutual TLS with service certificates; `easel certs generate` makes a development \
+             set), or EASEL_TRUSTED_NETWORK=true if the network itself keeps other callers out",
+            self.grpc_listen
+        ))
     }
 
     /// Reads the server variables of a public port (the gateway): fewer streams per HTTP/2
@@ -367,6 +398,8 @@ impl ServerConfig {
                 1_000_000,
             ),
             connections: ConnectionSettings::from_env(env, max_streams),
+            tls: read_identity(env),
+            trusted_network: env.boolean("EASEL_TRUSTED_NETWORK", false),
         }
     }
 
@@ -380,6 +413,41 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
             connections: ConnectionSettings::with_max_streams(INTERNAL_MAX_STREAMS),
+            tls: None,
+            trusted_network: false,
+        }
+    }
+}
+
+/// Reads `EASEL_TLS_CA`, `EASEL_TLS_CERT` and `EASEL_TLS_KEY`: all three or none.
+fn read_identity(env: &mut Env) -> Option<Arc<ServiceIdentity>> {
+    const NAMES: [&str; 3] = ["EASEL_TLS_CA", "EASEL_TLS_CERT", "EASEL_TLS_KEY"];
+    let paths = NAMES.map(|name| env.optional_string(name));
+    if paths.iter().all(Option::is_none) {
+        return None;
+    }
+    let [Some(ca), Some(cert), Some(key)] = &paths else {
+        for (name, path) in NAMES.iter().zip(&paths) {
+            if path.is_none() {
+                env.problem(
+                    name,
+                    "is required when any of EASEL_TLS_CA, EASEL_TLS_CERT, EASEL_TLS_KEY is set",
+                );
+            }
+        }
+        return None;
+    };
+    match ServiceIdentity::load(Path::new(ca), Path::new(cert), Path::new(key)) {
+        Ok(identity) => Some(Arc::new(identity)),
+        Err(error) => {
+            let variable = match &error {
+                TlsError::File { what, .. } if *what == "CA certificate" => "EASEL_TLS_CA",
+                TlsError::File { what, .. } if *what == "certificate" => "EASEL_TLS_CERT",
+                TlsError::NoServiceName => "EASEL_TLS_CERT",
+                _ => "EASEL_TLS_KEY",
+            };
+            env.problem(variable, error.to_string());
+            None
         }
     }
 }

@@ -33,6 +33,11 @@ pub mod names {
     pub const SERVER_CONNECTIONS_REFUSED: &str = "server_connections_refused_total";
     /// Counter: connections closed because no request arrived within the header timeout.
     pub const SERVER_CONNECTIONS_TIMED_OUT: &str = "server_connections_timed_out_total";
+    /// Counter: TLS handshakes refused (no or untrusted client certificate), by `service`.
+    pub const SERVER_TLS_HANDSHAKE_FAILURES: &str = "server_tls_handshake_failures_total";
+    /// Counter: internal calls refused by the caller allow-list, by `service`, `caller`,
+    /// `method`.
+    pub const GRPC_CALLER_DENIED: &str = "grpc_server_caller_denied_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -83,6 +88,14 @@ fn describe() {
     metrics::describe_counter!(
         names::SERVER_CONNECTIONS_TIMED_OUT,
         "connections closed because no request arrived within the header-read timeout"
+    );
+    metrics::describe_counter!(
+        names::SERVER_TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes refused, e.g. a caller without a service certificate"
+    );
+    metrics::describe_counter!(
+        names::GRPC_CALLER_DENIED,
+        "internal calls refused because the calling service is not allowed the method"
     );
     metrics::describe_counter!(
         names::LOAD_SHED,

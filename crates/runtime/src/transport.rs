@@ -14,6 +14,7 @@
 
 pub mod limits;
 pub mod listener;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +35,7 @@ use crate::metrics::names;
 
 pub use limits::{ConnectionLimits, Refusal};
 pub use listener::Listener;
+pub use tls::{PeerService, ServiceIdentity};
 
 use listener::{Accepted, Admitted};
 
@@ -84,6 +86,9 @@ pub struct ServeOptions {
     pub server: &'static str,
     /// Timeouts and caps.
     pub settings: ConnectionSettings,
+    /// Mutual TLS: when set, every connection must present a certificate from the service CA,
+    /// and its service name reaches handlers as a [`PeerService`] extension.
+    pub tls: Option<Arc<ServiceIdentity>>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and waits for
@@ -102,6 +107,7 @@ pub async fn serve(
         options.server,
     ));
     let graceful = GracefulShutdown::new();
+    let tls = options.tls.as_ref().map(|identity| identity.acceptor());
     let labels = Arc::new([
         ("service", options.service.clone()),
         ("server", options.server.to_string()),
@@ -134,6 +140,7 @@ pub async fn serve(
             labels: labels.clone(),
             app: app.clone(),
             watcher: graceful.watcher(),
+            tls: tls.clone(),
             header_read_timeout: options.settings.header_read_timeout,
         };
         match accepted {
@@ -181,6 +188,7 @@ struct Connection {
     labels: Arc<[(&'static str, String); 2]>,
     app: axum::Router,
     watcher: Watcher,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     header_read_timeout: Duration,
 }
 
@@ -192,7 +200,7 @@ impl Connection {
         let first_request = Arc::new(Notify::new());
         let deadline = self.header_read_timeout;
         let labels = self.labels.clone();
-        let served = self.serve(stream, peer, first_request.clone());
+        let served = self.handshake(stream, peer, first_request.clone());
         // hyper times out request heads on HTTP/1.1 once it knows the protocol; this bounds
         // what comes before: a silent socket, a partial HTTP/2 preface, the first HEADERS.
         let silent = async {
@@ -217,8 +225,37 @@ impl Connection {
         }
     }
 
+    /// Completes the TLS handshake when the server requires one (on this connection's task,
+    /// never the accept loop's), then serves.
+    async fn handshake<S>(self, stream: S, peer: Option<SocketAddr>, first: Arc<Notify>) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Some(acceptor) = self.tls.clone() else {
+            return self.serve(stream, peer, None, first).await;
+        };
+        match acceptor.accept(stream).await {
+            Ok(stream) => {
+                let caller = tls::peer_service(stream.get_ref().1);
+                self.serve(stream, peer, caller, first).await
+            }
+            Err(error) => {
+                metrics::counter!(names::SERVER_TLS_HANDSHAKE_FAILURES, self.labels.as_slice())
+                    .increment(1);
+                tracing::debug!(%error, ?peer, "tls handshake refused");
+                false
+            }
+        }
+    }
+
     /// Serves the connection to its end; `true` when hyper closed it for a slow request head.
-    async fn serve<S>(self, stream: S, peer: Option<SocketAddr>, first_request: Arc<Notify>) -> bool
+    async fn serve<S>(
+        self,
+        stream: S,
+        peer: Option<SocketAddr>,
+        caller: Option<PeerService>,
+        first_request: Arc<Notify>,
+    ) -> bool
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -229,6 +266,9 @@ impl Connection {
                 // What `into_make_service_with_connect_info` would insert, so handlers can
                 // extract `ConnectInfo<SocketAddr>`.
                 request.extensions_mut().insert(ConnectInfo(peer));
+            }
+            if let Some(caller) = &caller {
+                request.extensions_mut().insert(caller.clone());
             }
             let app = app.clone();
             async move {

@@ -177,12 +177,13 @@ impl GatewayConfig {
     }
 }
 
-/// An upstream gRPC URL: `http://` or `https://`.
+/// An upstream gRPC URL: `http://`, `https://` or `unix:///path`.
 fn grpc_url(env: &mut Env, name: &str, default: &str) -> String {
     let url = env.string(name, default);
     match Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-        _ => env.problem(name, "must be an http:// or https:// URL"),
+        _ if url.starts_with("unix:///") => {}
+        _ => env.problem(name, "must be an http://, https:// or unix:/// URL"),
     }
     url
 }

@@ -56,7 +56,8 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// are closed with 1001 (going away), SSE and gRPC streams end, calls in flight finish.
 pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> std::io::Result<()> {
     crate::metrics::describe();
-    let upstreams = upstream::Upstreams::connect(&config.gateway).map_err(std::io::Error::other)?;
+    let upstreams = upstream::Upstreams::connect(&config.gateway, config.server.tls.clone())
+        .map_err(std::io::Error::other)?;
     let door = door::Door::start(&config.gateway, &upstreams, &shutdown)
         .await
         .map_err(std::io::Error::other)?;
@@ -73,6 +74,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
         service: SERVICE_NAME.to_string(),
         server,
         settings: config.server.connections.clone(),
+        // The public port stays plain (TLS ends at the edge proxy); the admin port is for
+        // probes and metrics.
+        tls: None,
     };
     // The public port: the door sees each client's address (`ConnectInfo<SocketAddr>`).
     let public = serve_router(

@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::shutdown::Shutdown;
 use crate::transport::{self, Listener, ServeOptions};
 
+use super::callers::{CallerLayer, CallerPolicy};
 use super::layers::{GrpcDeadlineLayer, GrpcMetricsLayer, ServerSpan, overloaded};
 
 /// Largest message a server decodes or encodes; image outputs travel whole.
@@ -32,6 +33,7 @@ pub struct GrpcServer {
     routes: Routes,
     health_reporter: HealthReporter,
     service_names: Vec<&'static str>,
+    callers: CallerPolicy,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -72,6 +74,7 @@ impl GrpcServer {
             routes,
             health_reporter,
             service_names: Vec::new(),
+            callers: CallerPolicy::deny_all(),
         }
     }
 
@@ -100,7 +103,16 @@ impl GrpcServer {
             service: self.service_label.clone(),
             server,
             settings: self.config.connections.clone(),
+            tls: None,
         }
+    }
+
+    /// Which services may call which methods once callers are verified by mutual TLS (the
+    /// default refuses every method but health and reflection).
+    #[must_use]
+    pub fn allow_callers(mut self, policy: CallerPolicy) -> Self {
+        self.callers = policy;
+        self
     }
 
     /// The health reporter, for services that change their status while running.
@@ -125,14 +137,32 @@ impl GrpcServer {
         listener: impl Into<Listener>,
         shutdown: Shutdown,
     ) -> std::io::Result<()> {
+        let listener = listener.into();
         let label = self.service_label.clone();
         let config = self.config.clone();
-        let (router, health, names) = self.into_routes();
+        config
+            .check_exposure(listener.is_local())
+            .map_err(std::io::Error::other)?;
+        if let Some(identity) = &config.tls
+            && identity.name() != label
+        {
+            return Err(std::io::Error::other(format!(
+                "the service certificate (EASEL_TLS_CERT) names {:?}, not {label:?}",
+                identity.name()
+            )));
+        }
+        let callers = self.callers;
+        let (mut router, health, names) = self.into_routes();
+        if config.tls.is_some() {
+            // Inside the standard stack, so refusals are traced and counted like other calls.
+            router = router.layer(CallerLayer::new(callers, &label, true));
+        }
         let app = standard_stack(router, &label, &config);
         let options = ServeOptions {
             service: label,
             server: "grpc",
             settings: config.connections.clone(),
+            tls: config.tls.clone(),
         };
         serve_router(listener, app, health, names, options, shutdown).await
     }
