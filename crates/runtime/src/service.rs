@@ -109,7 +109,11 @@ where
             Err(error) => return fail(service_name, "cannot bind its ports", &error),
         };
         if let Ok(admin) = listeners.admin_addr() {
-            let grpc = listeners.grpc.describe();
+            // A TCP gRPC port logs as `host:port`, which test harnesses parse.
+            let grpc = match listeners.grpc_addr() {
+                Ok(address) => address.to_string(),
+                Err(_) => listeners.grpc.describe(),
+            };
             tracing::info!(service = service_name, grpc = %grpc, admin = %admin, "listening");
         }
         let outcome = run_with_grace(run(config, listeners, shutdown.clone()), &shutdown).await;
