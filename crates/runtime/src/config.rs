@@ -581,6 +581,47 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_validated_and_the_public_port_gets_fewer_streams() {
+        let loopback: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut env = Env::from_pairs([
+            ("EASEL_HEADER_READ_TIMEOUT", "1ms"),
+            ("EASEL_MAX_CONNECTIONS", "10"),
+            ("EASEL_MAX_CONNECTIONS_PER_ADDRESS", "20"),
+            ("EASEL_HTTP2_MAX_CONCURRENT_STREAMS", "0"),
+        ]);
+        let _ = ServerConfig::from_env(&mut env, loopback, loopback);
+        let variables: Vec<_> = env
+            .finish()
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|problem| problem.variable)
+            .collect();
+        assert_eq!(
+            variables,
+            [
+                "EASEL_HEADER_READ_TIMEOUT",
+                "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+                "EASEL_HTTP2_MAX_CONCURRENT_STREAMS"
+            ]
+        );
+
+        let mut env = Env::from_pairs(Vec::<(String, String)>::new());
+        let internal = ServerConfig::from_env(&mut env, loopback, loopback);
+        let public = ServerConfig::public_from_env(&mut env, loopback, loopback);
+        assert!(env.finish().is_ok());
+        assert_eq!(
+            internal.connections.http2_max_concurrent_streams,
+            INTERNAL_MAX_STREAMS
+        );
+        assert_eq!(
+            public.connections.http2_max_concurrent_streams,
+            PUBLIC_MAX_STREAMS
+        );
+        assert!(internal.tls.is_none() && !internal.trusted_network);
+    }
+
+    #[test]
     fn a_missing_required_value_is_reported_with_its_variable() {
         let mut env = Env::from_pairs([("EASEL_OTHER", "x")]);
         let value = env.required_string("EASEL_DATABASE_URL");
