@@ -1,5 +1,6 @@
 //! The client commands.
 
+pub mod certs;
 pub mod generate;
 pub mod jobs;
 pub mod keys;

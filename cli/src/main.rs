@@ -1,5 +1,6 @@
 //! `easel`: run the whole platform in one process (`easel up`), or talk to a running one
-//! (`easel generate`, `easel jobs`, `easel models`, `easel keys`) over gRPC.
+//! (`easel generate`, `easel jobs`, `easel models`, `easel keys`) over gRPC; `easel certs`
+//! makes the services' mutual-TLS certificates.
 
 mod client;
 mod commands;
@@ -46,6 +47,9 @@ enum Command {
     /// Creates, lists and revokes API keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
+    /// Makes the certificates services authenticate each other with (mutual TLS).
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(command) => commands::jobs::run(&mut connect()?, command, cli.json).await,
         Command::Models => commands::models::run(&mut connect()?, cli.json).await,
         Command::Keys(command) => commands::keys::run(&mut connect()?, command, cli.json).await,
+        Command::Certs(command) => commands::certs::run(command),
     }
 }
 

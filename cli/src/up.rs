@@ -1,7 +1,8 @@
 //! `easel up`: the whole platform in one process, on its embedded defaults.
 //!
-//! All five services run here, each on its own loopback port and still talking gRPC to the
-//! others (so the embedded platform exercises the same paths as production), with SQLite
+//! All five services run here, still talking gRPC to each other (so the embedded platform
+//! exercises the same paths as production): the internal ones over Unix sockets in an
+//! owner-only directory under the data directory, the gateway on its public TCP port, with SQLite
 //! databases and a local artifact directory under the data directory, the in-process queue
 //! unless `REDIS_URL` is set, and the ComfyUI simulator unless `EASEL_COMFYUI_URLS` is set.
 //!
@@ -18,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use easel_runtime::config::{Env, LogFormat, TelemetryConfig};
 use easel_runtime::service::Listeners;
+use easel_runtime::transport::Listener;
 use easel_runtime::{Shutdown, telemetry};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -61,6 +63,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         config
     };
     let telemetry_guard = telemetry::init(&telemetry_config)?;
+    if let Err(error) = easel_runtime::transport::raise_descriptor_limit() {
+        tracing::warn!(%error, "could not raise the open descriptor limit");
+    }
     let shutdown = Shutdown::on_signals(args.grace);
 
     let redis_url = process_env
@@ -91,20 +96,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     };
 
-    // Bind every port first, so each service knows where the others are.
-    let auth = Listeners::ephemeral().await?;
-    let jobs = Listeners::ephemeral().await?;
-    let storage = Listeners::ephemeral().await?;
-    let bridge = Listeners::ephemeral().await?;
+    // Bind every socket first, so each service knows where the others are. The internal
+    // services listen on Unix sockets in an owner-only directory: no other local user can
+    // reach them and pass a forged caller.
+    let sockets = prepare_socket_dir(&data_dir)?;
+    let internal = |name: &str| -> anyhow::Result<Listeners> {
+        let path = sockets.join(format!("{name}.sock"));
+        Ok(Listeners {
+            grpc: Listener::bind_unix(&path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?,
+            admin: std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| {
+                    listener.set_nonblocking(true)?;
+                    TcpListener::from_std(listener)
+                })
+                .context("cannot bind an admin port")?,
+        })
+    };
+    let auth = internal("auth")?;
+    let jobs = internal("jobs")?;
+    let storage = internal("storage")?;
+    let bridge = internal("comfy-bridge")?;
     let gateway = Listeners {
         grpc: TcpListener::bind(args.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?,
+            .with_context(|| format!("cannot listen on {}", args.listen))?
+            .into(),
         admin: TcpListener::bind("127.0.0.1:0").await?,
     };
-    let url = |listeners: &Listeners| -> anyhow::Result<String> {
-        Ok(format!("http://{}", listeners.grpc_addr()?))
-    };
+    let url = |listeners: &Listeners| -> anyhow::Result<String> { Ok(listeners.grpc.url()?) };
     let (auth_url, jobs_url, storage_url, bridge_url) =
         (url(&auth)?, url(&jobs)?, url(&storage)?, url(&bridge)?);
     let gateway_url = format!("http://{}", gateway.grpc_addr()?);
@@ -126,6 +146,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "EASEL_STORAGE_URL",
             "EASEL_GRPC_LISTEN",
             "EASEL_ADMIN_LISTEN",
+            // One process has no use for per-service certificates: its sockets are private.
+            "EASEL_TLS_CA",
+            "EASEL_TLS_CERT",
+            "EASEL_TLS_KEY",
         ] {
             variables.remove(name);
         }
@@ -234,6 +258,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         Some(error) => Err(error),
     }
+}
+
+/// `<data dir>/sockets`, mode 0700: the internal services' Unix sockets (each 0600).
+fn prepare_socket_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("sockets");
+    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    easel_runtime::transport::listener::restrict(&path, 0o700)
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    Ok(path)
 }
 
 fn prepare_data_dir(path: &Path) -> anyhow::Result<PathBuf> {

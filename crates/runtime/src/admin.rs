@@ -2,7 +2,6 @@
 //! alive) and `/readyz` (its dependencies answer), plus any routes the service adds (JWKS,
 //! signed downloads).
 
-use axum::serve::ListenerExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
-use tokio::net::TcpListener;
 
 use crate::shutdown::Shutdown;
+use crate::transport::{self, Listener, ServeOptions};
 
 /// How long one readiness check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,24 +82,24 @@ pub fn router(readiness: Readiness, extra: Router) -> Router {
         .merge(extra)
 }
 
-/// Serves the admin routes until `shutdown` fires.
+/// Serves the admin routes until `shutdown` fires, under the connection limits of `options`
+/// (its `server` label should be `admin`).
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     readiness: Readiness,
     extra: Router,
+    options: ServeOptions,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let local = listener.local_addr().ok();
-    tracing::info!(address = ?local, "admin server listening");
-    // Downloads and probes answer at once rather than behind Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(readiness, extra))
-        .with_graceful_shutdown(shutdown.triggered())
-        .await
+    let listener = listener.into();
+    tracing::info!(address = %listener.describe(), "admin server listening");
+    transport::serve(
+        listener,
+        router(readiness, extra),
+        options,
+        shutdown.triggered(),
+    )
+    .await
 }
 
 async fn metrics() -> Response {

@@ -8,8 +8,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::transport::ConnectionSettings;
+use crate::transport::tls::{ServiceIdentity, TlsError};
 
 /// One invalid or missing variable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -327,11 +332,60 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `EASEL_MAX_CONCURRENT_REQUESTS`: calls served at once before load is shed (default 1024).
     pub max_concurrent_requests: usize,
+    /// Timeouts and caps of connections, on every port of the service.
+    pub connections: ConnectionSettings,
+    /// `EASEL_TLS_CA`, `EASEL_TLS_CERT`, `EASEL_TLS_KEY` (PEM files, all three or none): this
+    /// service's identity. When set, the gRPC port requires mutual TLS from the other services
+    /// and this service's clients use it towards them.
+    pub tls: Option<Arc<ServiceIdentity>>,
+    /// `EASEL_TRUSTED_NETWORK`: serve internal gRPC without certificates on a non-loopback
+    /// address (default false: such a service refuses to start).
+    pub trusted_network: bool,
 }
 
 impl ServerConfig {
-    /// Reads the server variables with the service's default ports.
+    /// Reads the server variables of an internal service with its default ports. Without
+    /// certificates, a gRPC address other than loopback is refused unless the network is
+    /// declared trusted.
     pub fn from_env(env: &mut Env, default_grpc: SocketAddr, default_admin: SocketAddr) -> Self {
+        let config = ServerConfig::read(env, default_grpc, default_admin, INTERNAL_MAX_STREAMS);
+        if let Err(reason) = config.check_exposure(config.grpc_listen.ip().is_loopback()) {
+            env.problem("EASEL_GRPC_LISTEN", reason);
+        }
+        config
+    }
+
+    /// Whether the internal gRPC port may serve as configured: with certificates, on a local
+    /// listener, or on a network declared trusted.
+    pub fn check_exposure(&self, local: bool) -> Result<(), String> {
+        if self.tls.is_some() || self.trusted_network || local {
+            return Ok(());
+        }
+        Err(format!(
+            "{} is not a loopback address, and internal services do not serve other hosts \
+             without authenticating them: set EASEL_TLS_CA, EASEL_TLS_CERT and EASEL_TLS_KEY \
+             (mutual TLS with service certificates; `easel certs generate` makes a development \
+             set), or EASEL_TRUSTED_NETWORK=true if the network itself keeps other callers out",
+            self.grpc_listen
+        ))
+    }
+
+    /// Reads the server variables of a public port (the gateway): fewer streams per HTTP/2
+    /// connection by default.
+    pub fn public_from_env(
+        env: &mut Env,
+        default_grpc: SocketAddr,
+        default_admin: SocketAddr,
+    ) -> Self {
+        ServerConfig::read(env, default_grpc, default_admin, PUBLIC_MAX_STREAMS)
+    }
+
+    fn read(
+        env: &mut Env,
+        default_grpc: SocketAddr,
+        default_admin: SocketAddr,
+        max_streams: u32,
+    ) -> Self {
         ServerConfig {
             grpc_listen: env.socket_addr("EASEL_GRPC_LISTEN", default_grpc),
             admin_listen: env.socket_addr("EASEL_ADMIN_LISTEN", default_admin),
@@ -343,6 +397,9 @@ impl ServerConfig {
                 1,
                 1_000_000,
             ),
+            connections: ConnectionSettings::from_env(env, max_streams),
+            tls: read_identity(env),
+            trusted_network: env.boolean("EASEL_TRUSTED_NETWORK", false),
         }
     }
 
@@ -355,6 +412,109 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_concurrent_requests: 1024,
+            connections: ConnectionSettings::with_max_streams(INTERNAL_MAX_STREAMS),
+            tls: None,
+            trusted_network: false,
+        }
+    }
+}
+
+/// Reads `EASEL_TLS_CA`, `EASEL_TLS_CERT` and `EASEL_TLS_KEY`: all three or none.
+fn read_identity(env: &mut Env) -> Option<Arc<ServiceIdentity>> {
+    const NAMES: [&str; 3] = ["EASEL_TLS_CA", "EASEL_TLS_CERT", "EASEL_TLS_KEY"];
+    let paths = NAMES.map(|name| env.optional_string(name));
+    if paths.iter().all(Option::is_none) {
+        return None;
+    }
+    let [Some(ca), Some(cert), Some(key)] = &paths else {
+        for (name, path) in NAMES.iter().zip(&paths) {
+            if path.is_none() {
+                env.problem(
+                    name,
+                    "is required when any of EASEL_TLS_CA, EASEL_TLS_CERT, EASEL_TLS_KEY is set",
+                );
+            }
+        }
+        return None;
+    };
+    match ServiceIdentity::load(Path::new(ca), Path::new(cert), Path::new(key)) {
+        Ok(identity) => Some(Arc::new(identity)),
+        Err(error) => {
+            let variable = match &error {
+                TlsError::File { what, .. } if *what == "CA certificate" => "EASEL_TLS_CA",
+                TlsError::File { what, .. } if *what == "certificate" => "EASEL_TLS_CERT",
+                TlsError::NoServiceName => "EASEL_TLS_CERT",
+                _ => "EASEL_TLS_KEY",
+            };
+            env.problem(variable, error.to_string());
+            None
+        }
+    }
+}
+
+/// Streams per HTTP/2 connection on internal services: one gateway channel carries every
+/// client's job watch, so this is high; the public port's default is lower.
+pub const INTERNAL_MAX_STREAMS: u32 = 16_384;
+
+/// Streams per HTTP/2 connection on a public port: one client's share.
+pub const PUBLIC_MAX_STREAMS: u32 = 256;
+
+impl ConnectionSettings {
+    /// Reads the connection variables; `max_streams` is the default of
+    /// `EASEL_HTTP2_MAX_CONCURRENT_STREAMS`.
+    pub fn from_env(env: &mut Env, max_streams: u32) -> Self {
+        let defaults = ConnectionSettings::with_max_streams(max_streams);
+        let header_read_timeout =
+            env.duration("EASEL_HEADER_READ_TIMEOUT", defaults.header_read_timeout);
+        if header_read_timeout < Duration::from_millis(100)
+            || header_read_timeout > Duration::from_secs(600)
+        {
+            env.problem("EASEL_HEADER_READ_TIMEOUT", "must be between 100ms and 10m");
+        }
+        let http2_keepalive_interval = env.duration(
+            "EASEL_HTTP2_KEEPALIVE_INTERVAL",
+            defaults.http2_keepalive_interval,
+        );
+        if http2_keepalive_interval < Duration::from_secs(1) {
+            env.problem("EASEL_HTTP2_KEEPALIVE_INTERVAL", "must be at least 1s");
+        }
+        let http2_keepalive_timeout = env.duration(
+            "EASEL_HTTP2_KEEPALIVE_TIMEOUT",
+            defaults.http2_keepalive_timeout,
+        );
+        if http2_keepalive_timeout < Duration::from_millis(100) {
+            env.problem("EASEL_HTTP2_KEEPALIVE_TIMEOUT", "must be at least 100ms");
+        }
+        let max_connections = env.number_in(
+            "EASEL_MAX_CONNECTIONS",
+            defaults.max_connections,
+            1,
+            10_000_000,
+        );
+        let max_connections_per_address = env.number_in(
+            "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+            defaults.max_connections_per_address,
+            1,
+            10_000_000,
+        );
+        if max_connections_per_address > max_connections {
+            env.problem(
+                "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+                format!("{max_connections_per_address} is above EASEL_MAX_CONNECTIONS ({max_connections})"),
+            );
+        }
+        ConnectionSettings {
+            header_read_timeout,
+            http2_keepalive_interval,
+            http2_keepalive_timeout,
+            http2_max_concurrent_streams: env.number_in(
+                "EASEL_HTTP2_MAX_CONCURRENT_STREAMS",
+                max_streams,
+                1,
+                1_000_000,
+            ),
+            max_connections,
+            max_connections_per_address,
         }
     }
 }
@@ -418,6 +578,47 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("EASEL_GRPC_LISTEN: \"not-an-address\" is not valid"));
         assert!(message.contains("4 problems"));
+    }
+
+    #[test]
+    fn connection_limits_are_validated_and_the_public_port_gets_fewer_streams() {
+        let loopback: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut env = Env::from_pairs([
+            ("EASEL_HEADER_READ_TIMEOUT", "1ms"),
+            ("EASEL_MAX_CONNECTIONS", "10"),
+            ("EASEL_MAX_CONNECTIONS_PER_ADDRESS", "20"),
+            ("EASEL_HTTP2_MAX_CONCURRENT_STREAMS", "0"),
+        ]);
+        let _ = ServerConfig::from_env(&mut env, loopback, loopback);
+        let variables: Vec<_> = env
+            .finish()
+            .unwrap_err()
+            .problems
+            .into_iter()
+            .map(|problem| problem.variable)
+            .collect();
+        assert_eq!(
+            variables,
+            [
+                "EASEL_HEADER_READ_TIMEOUT",
+                "EASEL_MAX_CONNECTIONS_PER_ADDRESS",
+                "EASEL_HTTP2_MAX_CONCURRENT_STREAMS"
+            ]
+        );
+
+        let mut env = Env::from_pairs(Vec::<(String, String)>::new());
+        let internal = ServerConfig::from_env(&mut env, loopback, loopback);
+        let public = ServerConfig::public_from_env(&mut env, loopback, loopback);
+        assert!(env.finish().is_ok());
+        assert_eq!(
+            internal.connections.http2_max_concurrent_streams,
+            INTERNAL_MAX_STREAMS
+        );
+        assert_eq!(
+            public.connections.http2_max_concurrent_streams,
+            PUBLIC_MAX_STREAMS
+        );
+        assert!(internal.tls.is_none() && !internal.trusted_network);
     }
 
     #[test]

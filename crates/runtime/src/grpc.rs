@@ -3,10 +3,12 @@
 //! Both sides carry the W3C trace context and record Prometheus metrics by service, method and
 //! status code; the server adds health, reflection, request ids, deadlines and load shedding.
 
+pub mod callers;
 pub mod client;
 pub mod layers;
 pub mod server;
 
+pub use callers::{CallerPolicy, CallerRule};
 pub use client::{ClientConfig, GrpcChannel, connect_lazy};
 pub use server::GrpcServer;
 

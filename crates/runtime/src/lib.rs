@@ -7,6 +7,7 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics`;
 //! - [`grpc`]: the gRPC server (health, reflection, the standard tower stack, graceful
 //!   shutdown) and client (connect timeout, deadlines, trace propagation);
+//! - [`transport`]: the accept loop under every server: connection timeouts and caps;
 //! - [`admin`]: the HTTP admin port (`/metrics`, `/healthz`, `/readyz`);
 //! - [`service`]: a service process's life, from configuration to drained exit;
 //! - [`shutdown`]: the shutdown signal and its grace period;
@@ -25,6 +26,7 @@ pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transport;
 
 pub use config::{Env, ServerConfig, TelemetryConfig};
 pub use error::{Error, ErrorCode};

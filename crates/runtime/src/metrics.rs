@@ -26,6 +26,18 @@ pub mod names {
     pub const GRPC_CLIENT_DURATION: &str = "grpc_client_request_duration_seconds";
     /// Counter: requests refused because the server was at its concurrency limit.
     pub const LOAD_SHED: &str = "server_load_shed_total";
+    /// Gauge: connections open, by `service` and `server` (`grpc`, `public`, `admin`).
+    pub const SERVER_CONNECTIONS_OPEN: &str = "server_connections_open";
+    /// Counter: connections closed at accept because a cap was reached, by `service`,
+    /// `server` and `reason` (`max_connections`, `max_connections_per_address`).
+    pub const SERVER_CONNECTIONS_REFUSED: &str = "server_connections_refused_total";
+    /// Counter: connections closed because no request arrived within the header timeout.
+    pub const SERVER_CONNECTIONS_TIMED_OUT: &str = "server_connections_timed_out_total";
+    /// Counter: TLS handshakes refused (no or untrusted client certificate), by `service`.
+    pub const SERVER_TLS_HANDSHAKE_FAILURES: &str = "server_tls_handshake_failures_total";
+    /// Counter: internal calls refused by the caller allow-list, by `service`, `caller`,
+    /// `method`.
+    pub const GRPC_CALLER_DENIED: &str = "grpc_server_caller_denied_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -67,6 +79,23 @@ fn describe() {
         names::GRPC_CLIENT_DURATION,
         metrics::Unit::Seconds,
         "gRPC client latency, until response headers"
+    );
+    metrics::describe_gauge!(names::SERVER_CONNECTIONS_OPEN, "connections open");
+    metrics::describe_counter!(
+        names::SERVER_CONNECTIONS_REFUSED,
+        "connections closed at accept because a connection cap was reached"
+    );
+    metrics::describe_counter!(
+        names::SERVER_CONNECTIONS_TIMED_OUT,
+        "connections closed because no request arrived within the header-read timeout"
+    );
+    metrics::describe_counter!(
+        names::SERVER_TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes refused, e.g. a caller without a service certificate"
+    );
+    metrics::describe_counter!(
+        names::GRPC_CALLER_DENIED,
+        "internal calls refused because the calling service is not allowed the method"
     );
     metrics::describe_counter!(
         names::LOAD_SHED,

@@ -13,13 +13,14 @@ use crate::config::{Env, ServerConfig, TelemetryConfig};
 use crate::grpc::GrpcServer;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use crate::transport::{self, Listener};
 
 /// A service's two bound ports. Binding happens before `run`, so tests can pass port-0
 /// listeners and read the real addresses.
 #[derive(Debug)]
 pub struct Listeners {
-    /// The gRPC port.
-    pub grpc: TcpListener,
+    /// The gRPC port (a TCP port, or a Unix socket under `easel up`).
+    pub grpc: Listener,
     /// The HTTP admin port.
     pub admin: TcpListener,
 }
@@ -28,7 +29,7 @@ impl Listeners {
     /// Binds both addresses of the configuration.
     pub async fn bind(config: &ServerConfig) -> std::io::Result<Listeners> {
         Ok(Listeners {
-            grpc: TcpListener::bind(config.grpc_listen).await?,
+            grpc: TcpListener::bind(config.grpc_listen).await?.into(),
             admin: TcpListener::bind(config.admin_listen).await?,
         })
     }
@@ -57,8 +58,15 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let admin_options = grpc.serve_options("admin");
     let grpc = grpc.serve(listeners.grpc, shutdown.clone());
-    let admin = admin::serve(listeners.admin, readiness, admin_routes, shutdown);
+    let admin = admin::serve(
+        listeners.admin,
+        readiness,
+        admin_routes,
+        admin_options,
+        shutdown,
+    );
     tokio::try_join!(grpc, admin).map(|_| ())
 }
 
@@ -91,12 +99,21 @@ where
             Ok(guard) => guard,
             Err(error) => return fail(service_name, "cannot start telemetry", &error),
         };
+        match transport::raise_descriptor_limit() {
+            Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
+            Err(error) => tracing::warn!(%error, "could not raise the open descriptor limit"),
+        }
         let shutdown = Shutdown::on_signals(server_config.shutdown_grace);
         let listeners = match Listeners::bind(&server_config).await {
             Ok(listeners) => listeners,
             Err(error) => return fail(service_name, "cannot bind its ports", &error),
         };
-        if let (Ok(grpc), Ok(admin)) = (listeners.grpc_addr(), listeners.admin_addr()) {
+        if let Ok(admin) = listeners.admin_addr() {
+            // A TCP gRPC port logs as `host:port`, which test harnesses parse.
+            let grpc = match listeners.grpc_addr() {
+                Ok(address) => address.to_string(),
+                Err(_) => listeners.grpc.describe(),
+            };
             tracing::info!(service = service_name, grpc = %grpc, admin = %admin, "listening");
         }
         let outcome = run_with_grace(run(config, listeners, shutdown.clone()), &shutdown).await;

@@ -38,7 +38,7 @@ use easel_proto::auth::v1::auth_service_server::AuthServiceServer;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::grpc::GrpcServer;
+use easel_runtime::grpc::{CallerPolicy, GrpcServer};
 use easel_runtime::service::Listeners;
 
 pub use crate::bootstrap::{
@@ -51,6 +51,15 @@ pub use crate::service::Auth;
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "auth";
+
+/// Which services may call auth, by their mutual-TLS identity: the gateway authenticates
+/// requests, serves the JWKS and proxies the account API; jobs meters usage.
+pub const CALLERS: CallerPolicy = CallerPolicy::new(&[
+    ("easel.auth.v1.AuthService/Authenticate", &["gateway"]),
+    ("easel.auth.v1.AuthService/GetJwks", &["gateway"]),
+    ("easel.auth.v1.AuthService/RecordUsage", &["jobs"]),
+    ("easel.account.v1.AccountService/*", &["gateway"]),
+]);
 
 /// Default gRPC address.
 pub const DEFAULT_GRPC_LISTEN: SocketAddr =
@@ -120,7 +129,8 @@ pub async fn serve(
         .add_service(
             AuthServiceServer::new(api.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(AccountServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES));
+        .add_service(AccountServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES))
+        .allow_callers(CALLERS);
     let served =
         easel_runtime::service::serve(grpc, readiness, admin_routes, listeners, shutdown).await;
     let _ = maintenance.await;

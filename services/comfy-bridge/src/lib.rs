@@ -35,7 +35,7 @@ use easel_proto::bridge::v1::bridge_service_server::BridgeServiceServer;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::grpc::GrpcServer;
+use easel_runtime::grpc::{CallerPolicy, GrpcServer};
 use easel_runtime::service::Listeners;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +43,15 @@ pub use crate::config::BridgeConfig;
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "comfy-bridge";
+
+/// Which services may call the bridge, by their mutual-TLS identity: only jobs runs and
+/// interrupts workflows and sizes its workers from the backends; the gateway lists models.
+pub const CALLERS: CallerPolicy = CallerPolicy::new(&[
+    ("easel.bridge.v1.BridgeService/RunWorkflow", &["jobs"]),
+    ("easel.bridge.v1.BridgeService/Interrupt", &["jobs"]),
+    ("easel.bridge.v1.BridgeService/ListBackends", &["jobs"]),
+    ("easel.bridge.v1.BridgeService/ListModels", &["gateway"]),
+]);
 
 /// Default gRPC address.
 pub const DEFAULT_GRPC_LISTEN: SocketAddr =
@@ -96,7 +105,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
     let service = BridgeServiceServer::new(api::BridgeApi::new(bridge))
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server).add_service(service);
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
+        .add_service(service)
+        .allow_callers(CALLERS);
     let served = easel_runtime::service::serve(
         grpc,
         Readiness::new(),

@@ -26,7 +26,7 @@ impl Config {
     /// Reads the configuration; problems are collected in `env`.
     pub fn from_env(env: &mut Env) -> Config {
         Config {
-            server: ServerConfig::from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
+            server: ServerConfig::public_from_env(env, DEFAULT_GRPC_LISTEN, DEFAULT_ADMIN_LISTEN),
             telemetry: TelemetryConfig::from_env(env, SERVICE_NAME),
             gateway: GatewayConfig::from_env(env),
         }
@@ -179,12 +179,13 @@ impl GatewayConfig {
     }
 }
 
-/// An upstream gRPC URL: `http://` or `https://`.
+/// An upstream gRPC URL: `http://`, `https://` or `unix:///path`.
 fn grpc_url(env: &mut Env, name: &str, default: &str) -> String {
     let url = env.string(name, default);
     match Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
-        _ => env.problem(name, "must be an http:// or https:// URL"),
+        _ if url.starts_with("unix:///") => {}
+        _ => env.problem(name, "must be an http://, https:// or unix:/// URL"),
     }
     url
 }

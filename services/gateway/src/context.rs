@@ -1,16 +1,13 @@
 //! What the door learned about a request (who calls, from where, until when) and how it
 //! travels to the upstream calls made on its behalf.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
 use easel_proto::auth::v1::Principal;
 use easel_runtime::error::Error;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
@@ -20,49 +17,6 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// The client address header sent to auth.
 pub const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// Both ends of the TCP connection a request came on (`ConnectInfo`, set by the server): the
-/// peer, and the gateway's own address it reached, which links are built on when
-/// `EASEL_PUBLIC_URL` is unset (never the request's `Host`, which the caller chooses).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Connection {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The gateway's address on this connection.
-    pub local: Option<SocketAddr>,
-}
-
-impl Connected<IncomingStream<'_, PublicListener>> for Connection {
-    fn connect_info(stream: IncomingStream<'_, PublicListener>) -> Connection {
-        Connection {
-            peer: *stream.remote_addr(),
-            local: stream.io().local_addr().ok(),
-        }
-    }
-}
-
-/// The public port's listener: axum's TCP accept loop (which rides out accept errors), with
-/// `TCP_NODELAY` on every connection so small frames do not wait on Nagle's algorithm behind
-/// the peer's delayed ACK. Its connections report a [`Connection`].
-#[derive(Debug)]
-pub struct PublicListener(pub TcpListener);
-
-impl Listener for PublicListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        let (stream, peer) = Listener::accept(&mut self.0).await;
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-        (stream, peer)
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Listener::local_addr(&self.0)
-    }
-}
 
 /// The caller's address, as the door determined it (request extension).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,10 +35,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use easel_runtime::Shutdown;
+use easel_runtime::grpc::server::serve_router;
 use easel_runtime::service::Listeners;
-use tokio::net::TcpListener;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+use easel_runtime::transport::ServeOptions;
 
 pub use crate::config::{Config, GatewayConfig};
 
@@ -68,7 +67,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
             "EASEL_PUBLIC_URL is unset: links in answers use the gateway's own address"
         );
     }
-    let upstreams = upstream::Upstreams::connect(&config.gateway).map_err(std::io::Error::other)?;
+    let upstreams = upstream::Upstreams::connect(&config.gateway, config.server.tls.clone())
+        .map_err(std::io::Error::other)?;
     let door = door::Door::start(&config.gateway, &upstreams, &shutdown)
         .await
         .map_err(std::io::Error::other)?;
@@ -81,53 +81,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
     let app =
         protocol::app(&config, gateway, door, readiness.clone()).map_err(std::io::Error::other)?;
 
-    let public = serve_public(
+    let options = |server| ServeOptions {
+        service: SERVICE_NAME.to_string(),
+        server,
+        settings: config.server.connections.clone(),
+        // The public port stays plain (TLS ends at the edge proxy); the admin port is for
+        // probes and metrics.
+        tls: None,
+    };
+    // The public port: the door sees each client's address (`ConnectInfo<SocketAddr>`).
+    let public = serve_router(
         listeners.grpc,
         app.router,
         app.health,
         app.service_names,
+        options("public"),
         shutdown.clone(),
     );
-    let admin =
-        easel_runtime::admin::serve(listeners.admin, readiness, axum::Router::new(), shutdown);
+    let admin = easel_runtime::admin::serve(
+        listeners.admin,
+        readiness,
+        axum::Router::new(),
+        options("admin"),
+        shutdown,
+    );
     tokio::try_join!(public, admin).map(|_| ())
-}
-
-/// Serves the public port (HTTP/1.1 and h2c) with the peer address known to the door, until
-/// `shutdown`; then reports NOT_SERVING and lets calls and streams in flight end.
-async fn serve_public(
-    listener: TcpListener,
-    app: axum::Router,
-    health: HealthReporter,
-    service_names: Vec<&'static str>,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    for name in &service_names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
-    let drain_signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.triggered().await;
-            // Tell load balancers first, so new calls go elsewhere while these drain.
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            for name in &service_names {
-                health
-                    .set_service_status(*name, ServingStatus::NotServing)
-                    .await;
-            }
-        }
-    };
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, "gateway listening");
-    axum::serve(
-        context::PublicListener(listener),
-        app.into_make_service_with_connect_info::<context::Connection>(),
-    )
-    .with_graceful_shutdown(drain_signal)
-    .await
 }

@@ -18,18 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use bytes::Bytes;
 use easel_runtime::admin::Readiness;
 use easel_runtime::error::{Error, reason};
+use easel_runtime::transport::LocalAddr;
 use http::request::Parts;
 use http::{Method, header};
 
 use crate::api::Gateway;
-use crate::context::{CallContext, Connection};
+use crate::context::CallContext;
 use crate::jwks::JwksCache;
 use json::ApiError;
 
@@ -223,9 +224,8 @@ pub fn base_url(state: &RestState, extensions: &http::Extensions) -> String {
         return url.as_str().trim_end_matches('/').to_string();
     }
     extensions
-        .get::<ConnectInfo<Connection>>()
-        .and_then(|info| info.0.local)
-        .map(|local| format!("http://{local}"))
+        .get::<LocalAddr>()
+        .map(|local| format!("http://{}", local.0))
         .unwrap_or_default()
 }
 

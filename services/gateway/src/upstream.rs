@@ -5,6 +5,7 @@
 //! restart), carries the W3C trace context and records client metrics (the runtime's
 //! [`GrpcChannel`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use easel_proto::account::v1::account_service_client::AccountServiceClient;
@@ -14,6 +15,7 @@ use easel_proto::jobs::internal::v1::internal_job_service_client::InternalJobSer
 use easel_runtime::admin::Readiness;
 use easel_runtime::grpc::client::ClientError;
 use easel_runtime::grpc::{ClientConfig, GrpcChannel, connect_lazy};
+use easel_runtime::transport::ServiceIdentity;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -42,16 +44,20 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Makes lazy channels to every upstream; fails only on a malformed URL.
-    pub fn connect(config: &GatewayConfig) -> Result<Upstreams, ClientError> {
-        let channel = |url: &str| {
-            let mut client = ClientConfig::new(url);
+    /// Makes lazy channels to every upstream, over mutual TLS with `identity` when set; fails
+    /// only on a malformed URL.
+    pub fn connect(
+        config: &GatewayConfig,
+        identity: Option<Arc<ServiceIdentity>>,
+    ) -> Result<Upstreams, ClientError> {
+        let channel = |url: &str, service: &str| {
+            let mut client = ClientConfig::new(url).with_identity(identity.clone(), service);
             client.default_deadline = config.upstream_timeout;
             connect_lazy(&client, SERVICE_NAME)
         };
-        let auth_channel = channel(&config.auth_url)?;
-        let jobs_channel = channel(&config.jobs_url)?;
-        let bridge_channel = channel(&config.bridge_url)?;
+        let auth_channel = channel(&config.auth_url, "auth")?;
+        let jobs_channel = channel(&config.jobs_url, "jobs")?;
+        let bridge_channel = channel(&config.bridge_url, "comfy-bridge")?;
         Ok(Upstreams {
             auth: AuthServiceClient::new(auth_channel.clone()),
             account: AccountServiceClient::new(auth_channel.clone())

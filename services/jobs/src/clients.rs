@@ -1,5 +1,6 @@
 //! gRPC clients of the services jobs talks to: comfy-bridge, storage and (optionally) auth.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use easel_proto::auth::v1::RecordUsageRequest;
@@ -8,6 +9,7 @@ use easel_proto::bridge::v1::bridge_service_client::BridgeServiceClient;
 use easel_proto::storage::v1::SignUrlRequest;
 use easel_proto::storage::v1::storage_service_client::StorageServiceClient;
 use easel_runtime::grpc::{ClientConfig, GrpcChannel, connect_lazy};
+use easel_runtime::transport::ServiceIdentity;
 
 use crate::SERVICE_NAME;
 use crate::error::{JobsError, Result};
@@ -28,21 +30,28 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Lazily connected clients (nothing is dialled until the first call).
-    pub fn new(bridge_url: &str, storage_url: &str, auth_url: Option<&str>) -> Result<Clients> {
-        let channel = |url: &str| {
-            connect_lazy(&ClientConfig::new(url), SERVICE_NAME)
+    /// Lazily connected clients (nothing is dialled until the first call); with `identity`,
+    /// over mutual TLS.
+    pub fn new(
+        bridge_url: &str,
+        storage_url: &str,
+        auth_url: Option<&str>,
+        identity: Option<Arc<ServiceIdentity>>,
+    ) -> Result<Clients> {
+        let channel = |url: &str, service: &str| {
+            let config = ClientConfig::new(url).with_identity(identity.clone(), service);
+            connect_lazy(&config, SERVICE_NAME)
                 .map_err(|error| JobsError::Internal(error.to_string()))
         };
         Ok(Clients {
-            bridge: BridgeServiceClient::new(channel(bridge_url)?)
+            bridge: BridgeServiceClient::new(channel(bridge_url, "comfy-bridge")?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            storage: StorageServiceClient::new(channel(storage_url)?)
+            storage: StorageServiceClient::new(channel(storage_url, "storage")?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             auth: auth_url
-                .map(channel)
+                .map(|url| channel(url, "auth"))
                 .transpose()?
                 .map(AuthServiceClient::new),
         })

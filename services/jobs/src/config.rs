@@ -114,8 +114,11 @@ impl Config {
             ("EASEL_BRIDGE_URL", &bridge_url),
             ("EASEL_STORAGE_URL", &storage_url),
         ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                env.problem(name, "must be an http:// or https:// URL");
+            if !(url.starts_with("http://")
+                || url.starts_with("https://")
+                || url.starts_with("unix:///"))
+            {
+                env.problem(name, "must be an http://, https:// or unix:/// URL");
             }
         }
         let visibility_timeout = env.duration("EASEL_VISIBILITY_TIMEOUT", Duration::from_secs(60));

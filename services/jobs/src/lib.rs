@@ -34,7 +34,7 @@ use std::time::Duration;
 use easel_proto::bridge::v1::ListBackendsRequest;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
-use easel_runtime::grpc::GrpcServer;
+use easel_runtime::grpc::{CallerPolicy, GrpcServer};
 use easel_runtime::service::Listeners;
 
 use crate::clients::Clients;
@@ -49,6 +49,11 @@ use crate::worker::{Worker, WorkerSettings};
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "jobs";
+
+/// Which services may call jobs, by their mutual-TLS identity: only the gateway passes a
+/// caller (the authenticated principal) to the job API.
+pub const CALLERS: CallerPolicy =
+    CallerPolicy::new(&[("easel.jobs.internal.v1.InternalJobService/*", &["gateway"])]);
 
 /// Default gRPC address.
 pub const DEFAULT_GRPC_LISTEN: SocketAddr =
@@ -111,6 +116,7 @@ pub async fn build(
         &config.bridge_url,
         &config.storage_url,
         config.auth_url.as_deref(),
+        config.server.tls.clone(),
     )?;
     let concurrency = match config.worker.concurrency {
         Some(concurrency) => concurrency,
@@ -181,7 +187,9 @@ pub async fn run_with_clock(
     }
     // Watchers of PENDING jobs are served by every role that serves the API.
     background.push(tokio::spawn(positions::run(jobs.clone(), shutdown.clone())));
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server).add_service(grpc::service(jobs));
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
+        .add_service(grpc::service(jobs))
+        .allow_callers(CALLERS);
     let served =
         easel_runtime::service::serve(grpc, readiness, axum::Router::new(), listeners, shutdown)
             .await;

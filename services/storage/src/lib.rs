@@ -31,8 +31,8 @@ use easel_proto::storage::v1::storage_service_server::StorageServiceServer;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::grpc::GrpcServer;
 use easel_runtime::grpc::server::MAX_MESSAGE_BYTES;
+use easel_runtime::grpc::{CallerPolicy, GrpcServer};
 use easel_runtime::service::Listeners;
 
 pub use crate::config::{BackendConfig, S3Config, SigningKey, StorageConfig};
@@ -40,6 +40,11 @@ pub use crate::service::Storage;
 
 /// The service's name in logs, metrics and traces.
 pub const SERVICE_NAME: &str = "storage";
+
+/// Which services may call storage, by their mutual-TLS identity: only jobs writes, lists,
+/// signs and deletes artifacts (the gateway serves downloads through the signed HTTP links).
+pub const CALLERS: CallerPolicy =
+    CallerPolicy::new(&[("easel.storage.v1.StorageService/*", &["jobs"])]);
 
 /// Default gRPC address.
 pub const DEFAULT_GRPC_LISTEN: SocketAddr =
@@ -121,7 +126,9 @@ pub async fn run(
     let api = StorageServiceServer::new(grpc::StorageApi::new(storage))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let grpc = GrpcServer::new(SERVICE_NAME, &config.server).add_service(api);
+    let grpc = GrpcServer::new(SERVICE_NAME, &config.server)
+        .add_service(api)
+        .allow_callers(CALLERS);
     let served =
         easel_runtime::service::serve(grpc, readiness, admin_routes, listeners, shutdown).await;
     let _ = sweeping.await;

@@ -35,6 +35,9 @@ pub struct PlatformOptions {
     pub gateway_env: Vec<(String, String)>,
     /// Extra flags of the simulator (delays, checkpoints, …).
     pub sim_args: Vec<String>,
+    /// A directory of `easel certs generate` output: every service then authenticates the
+    /// others with mutual TLS (`EASEL_TLS_*`).
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// A user the test acts as.
@@ -152,6 +155,13 @@ async fn start_service(
 ) -> ServiceProcess {
     let binary = workspace_binary(package, package);
     let mut variables = variables;
+    if let Some(dir) = &options.tls_dir {
+        let service = package.trim_start_matches("easel-");
+        let path = |file: String| dir.join(file).display().to_string();
+        variables.push(("EASEL_TLS_CA".into(), path("ca.pem".into())));
+        variables.push(("EASEL_TLS_CERT".into(), path(format!("{service}.pem"))));
+        variables.push(("EASEL_TLS_KEY".into(), path(format!("{service}.key"))));
+    }
     if let Some(endpoint) = &options.otlp_endpoint {
         variables.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()));
         // Export spans promptly instead of every few seconds.

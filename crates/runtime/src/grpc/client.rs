@@ -6,11 +6,13 @@
 //! let mut storage = StorageServiceClient::new(channel);
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::Service;
@@ -18,6 +20,7 @@ use tracing::Instrument;
 
 use crate::metrics::names;
 use crate::telemetry::propagation;
+use crate::transport::ServiceIdentity;
 
 use super::layers::format_grpc_timeout;
 use super::split_path;
@@ -25,8 +28,13 @@ use super::split_path;
 /// Settings of a client of another service.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// The server's URL, e.g. `http://127.0.0.1:50053`.
+    /// The server's URL: `http://HOST:PORT`, `https://HOST:PORT`, or `unix:///PATH` for a
+    /// Unix domain socket.
     pub url: String,
+    /// This process's service identity and the service the server must prove to be: set,
+    /// every connection is mutual TLS (whatever the URL's scheme) and the server's certificate
+    /// must name that service.
+    pub tls: Option<(Arc<ServiceIdentity>, String)>,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// The deadline sent with calls that set none themselves.
@@ -38,9 +46,23 @@ impl ClientConfig {
     pub fn new(url: impl Into<String>) -> Self {
         ClientConfig {
             url: url.into(),
+            tls: None,
             connect_timeout: Duration::from_secs(2),
             default_deadline: Duration::from_secs(30),
         }
+    }
+}
+
+impl ClientConfig {
+    /// Calls `server_service` with mutual TLS when `identity` is set (plain otherwise).
+    #[must_use]
+    pub fn with_identity(
+        mut self,
+        identity: Option<Arc<ServiceIdentity>>,
+        server_service: &str,
+    ) -> Self {
+        self.tls = identity.map(|identity| (identity, server_service.to_string()));
+        self
     }
 }
 
@@ -50,7 +72,7 @@ impl ClientConfig {
 pub struct ClientError {
     url: String,
     #[source]
-    source: tonic::transport::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// A traced, deadline-carrying channel to another service; cheap to clone.
@@ -64,21 +86,115 @@ pub struct GrpcChannel {
 /// Makes a channel that connects on first use and reconnects as needed. `caller` names this
 /// process in the client metrics.
 pub fn connect_lazy(config: &ClientConfig, caller: &str) -> Result<GrpcChannel, ClientError> {
-    let endpoint = Endpoint::from_shared(config.url.clone())
-        .map_err(|source| ClientError {
-            url: config.url.clone(),
-            source,
-        })?
+    let error = |source: Box<dyn std::error::Error + Send + Sync>| ClientError {
+        url: config.url.clone(),
+        source,
+    };
+    let target = Target::parse(&config.url).map_err(|reason| error(reason.into()))?;
+    if matches!(&target, Target::Tcp { https: true, .. }) && config.tls.is_none() {
+        return Err(error(
+            "https:// needs a service certificate (EASEL_TLS_CA, EASEL_TLS_CERT, EASEL_TLS_KEY)"
+                .into(),
+        ));
+    }
+    // The connectors below dial the real target; the endpoint's URI only names the authority.
+    let endpoint = Endpoint::from_shared(target.endpoint_uri())
+        .map_err(|source| error(source.into()))?
         .connect_timeout(config.connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
+    let channel = match (target, &config.tls) {
+        (Target::Unix(path), _) => {
+            // A Unix socket is protected by its file permissions; no TLS on it.
+            let path = Arc::new(path);
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path.as_path()).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+        }
+        (Target::Tcp { host, port, .. }, Some((identity, server_service))) => {
+            let server_name = ServiceIdentity::server_name(server_service)
+                .map_err(|source| error(source.into()))?;
+            let connector = identity.connector();
+            let host = Arc::new(host);
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let (connector, server_name, host) =
+                    (connector.clone(), server_name.clone(), host.clone());
+                async move {
+                    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                    // Small frames must not wait behind the peer's delayed ACK.
+                    tcp.set_nodelay(true)?;
+                    let tls = connector.connect(server_name, tcp).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+        }
+        (Target::Tcp { .. }, None) => endpoint.connect_lazy(),
+    };
     Ok(GrpcChannel {
-        channel: endpoint.connect_lazy(),
+        channel,
         caller: Arc::from(caller),
         default_deadline: config.default_deadline,
     })
+}
+
+/// Where a client connects.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Tcp {
+        host: String,
+        port: u16,
+        https: bool,
+    },
+    Unix(PathBuf),
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        if let Some(path) = url.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err("a unix:// URL needs an absolute path (unix:///run/jobs.sock)".into());
+            }
+            return Ok(Target::Unix(PathBuf::from(path)));
+        }
+        let parsed = url::Url::parse(url).map_err(|error| error.to_string())?;
+        let https = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "unsupported scheme {other:?} (http, https or unix)"
+                ));
+            }
+        };
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| "the URL has no host".to_string())?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| "the URL has no port".to_string())?;
+        Ok(Target::Tcp { host, port, https })
+    }
+
+    /// The URI the channel puts on requests (`:authority`), always `http` so tonic leaves the
+    /// connection to our connectors.
+    fn endpoint_uri(&self) -> String {
+        match self {
+            Target::Tcp { host, port, .. } if host.contains(':') => {
+                format!("http://[{host}]:{port}")
+            }
+            Target::Tcp { host, port, .. } => format!("http://{host}:{port}"),
+            Target::Unix(_) => "http://localhost".to_string(),
+        }
+    }
 }
 
 impl Service<http::Request<Body>> for GrpcChannel {
@@ -144,5 +260,42 @@ impl Service<http::Request<Body>> for GrpcChannel {
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_tcp_or_unix_targets() {
+        assert_eq!(
+            Target::parse("http://127.0.0.1:50052").unwrap(),
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port: 50052,
+                https: false
+            }
+        );
+        assert_eq!(
+            Target::parse("https://jobs:50052").unwrap().endpoint_uri(),
+            "http://jobs:50052"
+        );
+        assert_eq!(
+            Target::parse("unix:///run/easel/jobs.sock").unwrap(),
+            Target::Unix(PathBuf::from("/run/easel/jobs.sock"))
+        );
+        assert!(Target::parse("unix://relative.sock").is_err());
+        assert!(Target::parse("ftp://x:1").is_err());
+        assert_eq!(
+            Target::parse("http://[::1]:5").unwrap().endpoint_uri(),
+            "http://[::1]:5"
+        );
+    }
+
+    #[tokio::test]
+    async fn https_without_a_certificate_is_refused() {
+        let error = connect_lazy(&ClientConfig::new("https://jobs:1"), "test").unwrap_err();
+        assert!(error.to_string().contains("EASEL_TLS_CERT"), "{error}");
     }
 }

@@ -4,9 +4,8 @@
 
 use axum::error_handling::HandleErrorLayer;
 use axum::response::IntoResponse;
-use axum::serve::ListenerExt;
 use std::convert::Infallible;
-use tokio::net::TcpListener;
+
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -19,7 +18,9 @@ use tracing::Level;
 
 use crate::config::ServerConfig;
 use crate::shutdown::Shutdown;
+use crate::transport::{self, Listener, ServeOptions};
 
+use super::callers::{CallerLayer, CallerPolicy};
 use super::layers::{GrpcDeadlineLayer, GrpcMetricsLayer, ServerSpan, overloaded};
 
 /// Largest message a server decodes or encodes; image outputs travel whole.
@@ -32,6 +33,7 @@ pub struct GrpcServer {
     routes: Routes,
     health_reporter: HealthReporter,
     service_names: Vec<&'static str>,
+    callers: CallerPolicy,
 }
 
 impl std::fmt::Debug for GrpcServer {
@@ -72,6 +74,7 @@ impl GrpcServer {
             routes,
             health_reporter,
             service_names: Vec::new(),
+            callers: CallerPolicy::deny_all(),
         }
     }
 
@@ -93,6 +96,25 @@ impl GrpcServer {
         self
     }
 
+    /// Connection options for another server of this service (e.g. `admin`), with the same
+    /// limits as the gRPC port.
+    pub fn serve_options(&self, server: &'static str) -> ServeOptions {
+        ServeOptions {
+            service: self.service_label.clone(),
+            server,
+            settings: self.config.connections.clone(),
+            tls: None,
+        }
+    }
+
+    /// Which services may call which methods once callers are verified by mutual TLS (the
+    /// default refuses every method but health and reflection).
+    #[must_use]
+    pub fn allow_callers(mut self, policy: CallerPolicy) -> Self {
+        self.callers = policy;
+        self
+    }
+
     /// The health reporter, for services that change their status while running.
     pub fn health_reporter(&self) -> HealthReporter {
         self.health_reporter.clone()
@@ -110,23 +132,53 @@ impl GrpcServer {
 
     /// Serves on `listener` until `shutdown` fires, then stops accepting, reports NOT_SERVING
     /// and lets calls in flight finish (the caller bounds this with the grace period).
-    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: impl Into<Listener>,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        let listener = listener.into();
         let label = self.service_label.clone();
         let config = self.config.clone();
-        let (router, health, names) = self.into_routes();
+        config
+            .check_exposure(listener.is_local())
+            .map_err(std::io::Error::other)?;
+        if let Some(identity) = &config.tls
+            && identity.name() != label
+        {
+            return Err(std::io::Error::other(format!(
+                "the service certificate (EASEL_TLS_CERT) names {:?}, not {label:?}",
+                identity.name()
+            )));
+        }
+        let callers = self.callers;
+        let (mut router, health, names) = self.into_routes();
+        if config.tls.is_some() {
+            // Inside the standard stack, so refusals are traced and counted like other calls.
+            router = router.layer(CallerLayer::new(callers, &label, true));
+        }
         let app = standard_stack(router, &label, &config);
-        serve_router(listener, app, health, names, shutdown).await
+        let options = ServeOptions {
+            service: label,
+            server: "grpc",
+            settings: config.connections.clone(),
+            tls: config.tls.clone(),
+        };
+        serve_router(listener, app, health, names, options, shutdown).await
     }
 }
 
-/// Serves an already stacked router (gRPC and anything else) with HTTP/1.1 and h2c.
+/// Serves an already stacked router (gRPC and anything else) with HTTP/1.1 and h2c, under
+/// the connection limits of `options`; on shutdown, reports NOT_SERVING first and then drains.
 pub async fn serve_router(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     app: axum::Router,
     health: HealthReporter,
     service_names: Vec<&'static str>,
+    options: ServeOptions,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let listener = listener.into();
     for name in &service_names {
         health
             .set_service_status(*name, ServingStatus::Serving)
@@ -148,18 +200,12 @@ pub async fn serve_router(
             }
         }
     };
-    let local = listener.local_addr().ok();
-    tracing::info!(address = ?local, "grpc server listening");
-    // Small gRPC frames must not wait on Nagle's algorithm: without TCP_NODELAY a unary call
-    // can sit ~40 ms behind the peer's delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(drain_signal)
-        .await
+    tracing::info!(
+        service = %options.service,
+        address = %listener.describe(),
+        "grpc server listening"
+    );
+    transport::serve(listener, app, options, drain_signal).await
 }
 
 /// The standard stack, outermost first. Every server (gRPC-only or the gateway's mixed one)

@@ -1,7 +1,7 @@
 //! What the door establishes about a request before anything else looks at it: a clean
 //! request id, the client's address and the request's deadline.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -11,7 +11,7 @@ use easel_runtime::grpc::layers::parse_grpc_timeout;
 use tokio::time::Instant;
 
 use super::Door;
-use crate::context::{ClientIp, Connection, Deadline, FORWARDED_FOR, REQUEST_ID};
+use crate::context::{ClientIp, Deadline, FORWARDED_FOR, REQUEST_ID};
 
 /// The longest request id accepted from a caller.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -46,8 +46,8 @@ pub async fn request_facts(
 ) -> Response {
     let peer = request
         .extensions()
-        .get::<ConnectInfo<Connection>>()
-        .map(|info| info.0.peer.ip());
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     let forwarded = door
         .trust_forwarded_for
         .then(|| last_forwarded_for(request.headers()))

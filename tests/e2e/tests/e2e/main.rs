@@ -6,5 +6,6 @@ mod browser;
 mod errors;
 mod grpc;
 mod rest;
+mod security_transport;
 mod trace;
 mod up;

@@ -98,6 +98,27 @@ async fn easel(url: &str, api_key: &str, args: &[&str]) -> std::process::Output 
     output
 }
 
+/// The socket directory is 0700 and holds the four internal services' sockets, each 0600.
+fn assert_owner_only_sockets(dir: &Path) {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(dir), 0o700, "the socket directory's mode");
+    for service in ["auth", "jobs", "storage", "comfy-bridge"] {
+        let socket = dir.join(format!("{service}.sock"));
+        let kind = std::fs::metadata(&socket)
+            .unwrap_or_else(|error| panic!("{}: {error}", socket.display()))
+            .file_type();
+        assert!(kind.is_socket(), "{} is a socket", socket.display());
+        assert_eq!(mode(&socket), 0o600, "{}'s mode", socket.display());
+    }
+}
+
 #[tokio::test]
 async fn easel_up_runs_generate_stops_on_ctrl_c_and_keeps_jobs_across_restarts() {
     let data = tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"));
@@ -108,6 +129,10 @@ async fn easel_up_runs_generate_stops_on_ctrl_c_and_keeps_jobs_across_restarts()
     let banner = up.output.join("\n");
     assert!(banner.contains(&url), "the banner shows the URL:\n{banner}");
     let api_key = find_api_key(&banner).unwrap_or_else(|| panic!("no API key:\n{banner}"));
+
+    // The internal services listen on Unix sockets only their owner can reach: no TCP port
+    // another local user could find and send a forged caller to.
+    assert_owner_only_sockets(&data.path().join("sockets"));
 
     let image = data.path().join("lighthouse.png");
     let image_arg = image.display().to_string();
