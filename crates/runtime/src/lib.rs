@@ -8,6 +8,7 @@
 //! - [`grpc`]: the gRPC server (health, reflection, the standard tower stack, graceful
 //!   shutdown) and client (connect timeout, deadlines, trace propagation);
 //! - [`admin`]: the HTTP admin port (`/metrics`, `/healthz`, `/readyz`);
+//! - `redis` (feature `redis`): Redis behind a per-call deadline and a circuit breaker;
 //! - [`service`]: a service process's life, from configuration to drained exit;
 //! - [`shutdown`]: the shutdown signal and its grace period;
 //! - [`error`]: the error vocabulary, mapped once to gRPC codes and HTTP statuses.
@@ -20,6 +21,8 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
