@@ -35,6 +35,11 @@ pub struct PlatformOptions {
     pub gateway_env: Vec<(String, String)>,
     /// Extra flags of the simulator (delays, checkpoints, …).
     pub sim_args: Vec<String>,
+    /// Extra variables of the jobs service (reconciler interval, …).
+    pub jobs_env: Vec<(String, String)>,
+    /// A Redis of the test's own (e.g. a [`easel_runtime::testing::RedisServer`] it kills)
+    /// instead of the shared one; keys still get the platform's prefix.
+    pub redis_url: Option<String>,
 }
 
 /// A user the test acts as.
@@ -238,7 +243,10 @@ impl Platform {
             TestDatabase::postgres(),
             TestDatabase::postgres()
         );
-        let redis = TestRedis::new();
+        let mut redis = TestRedis::new();
+        if let Some(url) = &options.redis_url {
+            redis.url.clone_from(url);
+        }
         let (s3, simulator) = tokio::join!(S3Server::start(), Simulator::start(&options.sim_args));
         let admin = bootstrap_admin(&auth_db.url, "admin@e2e.easel.test").await;
 
@@ -274,6 +282,7 @@ impl Platform {
         jobs_vars.push(("EASEL_BRIDGE_URL".into(), bridge.grpc_url()));
         jobs_vars.push(("EASEL_STORAGE_URL".into(), storage.grpc_url()));
         jobs_vars.push(("EASEL_AUTH_URL".into(), auth.grpc_url()));
+        jobs_vars.extend(options.jobs_env.iter().cloned());
         let jobs = start_service("easel-jobs", jobs_vars, &options).await;
 
         let mut gateway_vars = owned(&redis_vars);
