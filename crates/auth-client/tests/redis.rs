@@ -38,13 +38,16 @@ fn private(server: &RedisServer) -> Redis {
 }
 
 async fn stored_tat(server: &RedisServer, key: &str) -> Option<String> {
-    let client = redis::Client::open(server.url.as_str()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let client = redis::Client::open(server.url.as_str()).expect("a valid Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the private Redis answers");
     redis::cmd("GET")
         .arg(format!("t:ratelimit:{key}"))
         .query_async(&mut connection)
         .await
-        .unwrap()
+        .expect("GET answers")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
