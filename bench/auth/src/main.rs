@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
             cache_ttl: Duration::ZERO,
             negative_cache_ttl: Duration::ZERO,
             max_entries: 1,
+            unheard_ttl: Duration::ZERO,
         },
     )?;
     measure("Authenticate, cold cache (API keys)", 20_000, |index| {
@@ -166,8 +167,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     // Rate limits: one GCRA script per check on Redis, spread over many users.
-    let client = redis::Client::open(redis.url.as_str())?;
-    let connection = redis::aio::ConnectionManager::new(client).await?;
+    let connection = easel_runtime::redis::Redis::connect(
+        "bench",
+        &redis.url,
+        easel_runtime::redis::RedisConfig::new(Duration::from_millis(100)),
+    )
+    .await?;
     let distributed = RateLimiter::redis(connection, redis.prefix.clone());
     let quota = RateQuota {
         per_minute: 6_000_000,

@@ -11,12 +11,16 @@
 //!
 //! Everything runs in this process on the local PostgreSQL and Redis: the load generator
 //! shares the machine's cores with the services. Prints numbers; asserts nothing.
+//!
+//! `easel-bench-gateway redis-outage` instead measures GET and submit with Redis up, then
+//! killed (SIGKILL), then restarted, on a `redis-server` of its own (see [`outage`]).
 //! Settings: `EASEL_BENCH_REQUESTS` (20000), `EASEL_BENCH_CONCURRENCY` (32),
 //! `EASEL_BENCH_USERS` (32), `EASEL_BENCH_RATE` (3600), `EASEL_BENCH_SECONDS` (5).
 
 #![allow(clippy::print_stdout)]
 
 mod load;
+mod outage;
 mod platform;
 
 use std::sync::Arc;
@@ -112,6 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let users = setting("EASEL_BENCH_USERS", 32).max(1) as usize;
     let rate = setting("EASEL_BENCH_RATE", 3_600) as u32;
     let seconds = setting("EASEL_BENCH_SECONDS", 5);
+    if std::env::args().nth(1).as_deref() == Some("redis-outage") {
+        return outage::run(total, concurrency, users).await;
+    }
     println!(
         "easel-bench-gateway: {total} requests per run, {concurrency} at a time, {users} users; services, PostgreSQL, Redis and the load share this machine's {} cores",
         std::thread::available_parallelism().map_or(0, usize::from)
@@ -227,9 +234,12 @@ async fn main() -> anyhow::Result<()> {
             (reports[2].p50().as_secs_f64() - direct_p50) * 1000.0
         );
 
-        let connection =
-            redis::aio::ConnectionManager::new(redis::Client::open(platform.redis.url.as_str())?)
-                .await?;
+        let connection = easel_runtime::redis::Redis::connect(
+            "bench",
+            &platform.redis.url,
+            easel_runtime::redis::RedisConfig::new(Duration::from_millis(100)),
+        )
+        .await?;
         let limiter = RateLimiter::redis(connection, platform.redis.prefix.clone());
         let quota = RateQuota {
             per_minute: 6_000_000,

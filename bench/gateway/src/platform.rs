@@ -44,9 +44,13 @@ fn env(pairs: &[(&str, &str)]) -> Env {
 }
 
 impl Platform {
-    /// Starts the services with `users` enterprise users.
+    /// Starts the services with `users` enterprise users, on the shared Redis.
     pub async fn start(users: usize) -> anyhow::Result<Platform> {
-        let redis = TestRedis::new();
+        Platform::start_on(users, TestRedis::new()).await
+    }
+
+    /// Starts the services with `users` enterprise users, on `redis`.
+    pub async fn start_on(users: usize, redis: TestRedis) -> anyhow::Result<Platform> {
         let (auth_db, jobs_db) = tokio::join!(TestDatabase::postgres(), TestDatabase::postgres());
         let shutdown = Shutdown::new(Duration::from_secs(3));
         let auth = Listeners::ephemeral().await?;

@@ -14,9 +14,6 @@ use tokio::sync::{broadcast, watch};
 use crate::cache::{Lookup, PrincipalCache};
 use crate::{Credential, Revocation, revocation_channel};
 
-/// While revocations cannot be heard (Redis down), cached principals older than this are
-/// asked again, so a revocation still lands within about a second.
-const UNHEARD_MAX_AGE: Duration = Duration::from_secs(1);
 /// The longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the listener checks its connection is alive.
@@ -34,6 +31,10 @@ pub struct AuthenticatorConfig {
     pub negative_cache_ttl: Duration,
     /// The most answers kept (accepted and refused each).
     pub max_entries: u64,
+    /// While revocations cannot be heard (the listener is not subscribed: Redis down), cached
+    /// principals older than this are asked of auth again, so a revocation still lands within
+    /// this TTL (never longer than `cache_ttl`).
+    pub unheard_ttl: Duration,
 }
 
 impl Default for AuthenticatorConfig {
@@ -42,6 +43,7 @@ impl Default for AuthenticatorConfig {
             cache_ttl: Duration::from_secs(30),
             negative_cache_ttl: Duration::from_secs(2),
             max_entries: 100_000,
+            unheard_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -55,6 +57,8 @@ pub struct Authenticator {
 struct Inner {
     client: AuthServiceClient<GrpcChannel>,
     cache: PrincipalCache,
+    /// How old a cached principal may be while revocations cannot be heard.
+    unheard_ttl: Duration,
     /// Whether a revocation listener was started: then answers are trusted for the full TTL
     /// only while it is subscribed.
     listener: watch::Sender<ListenerState>,
@@ -97,6 +101,7 @@ impl Authenticator {
         Authenticator {
             inner: Arc::new(Inner {
                 client,
+                unheard_ttl: config.unheard_ttl.min(config.cache_ttl),
                 cache: PrincipalCache::new(
                     config.cache_ttl,
                     config.negative_cache_ttl,
@@ -114,7 +119,7 @@ impl Authenticator {
     pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, Error> {
         let fingerprint = credential.fingerprint();
         let max_age = match *self.inner.listener.borrow() {
-            ListenerState::Disconnected => Some(UNHEARD_MAX_AGE),
+            ListenerState::Disconnected => Some(self.inner.unheard_ttl),
             ListenerState::None | ListenerState::Subscribed => None,
         };
         match self.inner.cache.lookup(&fingerprint, max_age).await {
@@ -198,7 +203,8 @@ impl Authenticator {
     /// Listens on `{prefix}auth:revocations` and evicts cached principals by key id / user id;
     /// reconnects with backoff; runs until shutdown.
     ///
-    /// While it is not subscribed, cached principals are trusted for at most a second; after
+    /// While it is not subscribed, cached principals are trusted for at most
+    /// [`AuthenticatorConfig::unheard_ttl`]; after
     /// every (re)subscription the cache is cleared, since revocations may have been missed.
     pub fn spawn_revocation_listener(
         &self,
@@ -340,6 +346,7 @@ mod tests {
         assert_eq!(config.cache_ttl, Duration::from_secs(30));
         assert_eq!(config.negative_cache_ttl, Duration::from_secs(2));
         assert_eq!(config.max_entries, 100_000);
+        assert_eq!(config.unheard_ttl, Duration::from_secs(1));
     }
 
     #[test]

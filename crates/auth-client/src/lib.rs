@@ -7,7 +7,8 @@
 //!   and evicting them when auth broadcasts a revocation over Redis pub/sub;
 //! - [`RateLimiter`]: a GCRA limiter, atomic in one Lua script on Redis so a limit holds across
 //!   every replica, or in-process (`governor`) for the embedded mode; its [`RateDecision`]
-//!   turns into `RateLimit-*` headers or a `RESOURCE_EXHAUSTED` error with `RetryInfo`;
+//!   turns into `RateLimit-*` headers or a `RESOURCE_EXHAUSTED` error with `RetryInfo`; while
+//!   Redis is down it limits in-process or refuses, as the caller chooses ([`WhenUnavailable`]);
 //! - [`Revocation`]: the message auth publishes on `{prefix}auth:revocations`;
 //! - [`Scope`]: what a credential may do, and the refusal of one that lacks a scope;
 //! - [`reason`]: the machine-readable reasons of auth's `UNAUTHENTICATED` answers.
@@ -23,7 +24,7 @@ mod scope;
 
 pub use authenticator::{Authenticator, AuthenticatorConfig};
 pub use credential::{Credential, MAX_CREDENTIAL_BYTES};
-pub use rate_limit::{RateDecision, RateLimiter, RateQuota};
+pub use rate_limit::{RateDecision, RateLimiter, RateQuota, WhenUnavailable};
 pub use revocation::{Revocation, revocation_channel};
 pub use scope::{REQUIRED_SCOPE, Scope};
 

@@ -4,6 +4,12 @@
 //!
 //! A [`RateQuota`] of `per_minute` and `burst` lets `burst` requests through at once, then one
 //! every `60 s / per_minute`: a caller that waited long enough has `burst` requests again.
+//!
+//! When Redis cannot answer (down, hung, or its circuit breaker open, see
+//! [`easel_runtime::redis`]), a check takes at most the Redis call's deadline — nothing while
+//! the breaker is open — and then does what the caller asked for ([`WhenUnavailable`]):
+//! count the request against the same quota in this process (`governor`), so one replica still
+//! limits, or refuse it with `UNAVAILABLE`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,11 +20,11 @@ use std::time::Duration;
 
 use easel_proto::account::v1::TierLimits;
 use easel_runtime::error::{Error, ErrorCode, reason};
+use easel_runtime::redis::Redis;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use http::{HeaderMap, HeaderValue};
-use redis::aio::ConnectionManager;
 
 /// GCRA in microseconds of Redis server time, so every replica shares one clock.
 ///
@@ -142,6 +148,28 @@ impl RateDecision {
     }
 }
 
+/// What a check does when the shared limiter (Redis) cannot answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WhenUnavailable {
+    /// Fail open to this process's own limiter with the same quota: the API stays available
+    /// and one replica still limits (N replicas let up to N× the quota through).
+    #[default]
+    LimitLocally,
+    /// Fail closed: refuse with `UNAVAILABLE` (and `Retry-After`).
+    Refuse,
+}
+
+impl WhenUnavailable {
+    /// `open` (the default) or `closed`.
+    pub fn from_name(name: &str) -> Option<WhenUnavailable> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "open" => Some(WhenUnavailable::LimitLocally),
+            "closed" => Some(WhenUnavailable::Refuse),
+            _ => None,
+        }
+    }
+}
+
 /// A rate limiter keyed by any string (a user id, `login:ip:…`); cheap to clone.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -150,9 +178,11 @@ pub struct RateLimiter {
 
 enum Backend {
     Redis {
-        connection: ConnectionManager,
+        redis: Redis,
         prefix: String,
         script: redis::Script,
+        /// Counts requests while Redis cannot answer.
+        fallback: InProcess,
     },
     InProcess(InProcess),
 }
@@ -252,15 +282,25 @@ fn micros(value: i64) -> Duration {
     Duration::from_micros(u64::try_from(value).unwrap_or(0))
 }
 
+impl InProcess {
+    fn new() -> InProcess {
+        InProcess {
+            limiters: Mutex::new(HashMap::new()),
+            checks: AtomicU64::new(0),
+        }
+    }
+}
+
 impl RateLimiter {
     /// A limiter shared by every process using the same Redis and `prefix`: keys are
     /// `{prefix}ratelimit:{key}`, updated atomically by one Lua script on Redis' clock.
-    pub fn redis(connection: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn redis(redis: Redis, prefix: impl Into<String>) -> Self {
         RateLimiter {
             backend: Arc::new(Backend::Redis {
-                connection,
+                redis,
                 prefix: prefix.into(),
                 script: redis::Script::new(GCRA_SCRIPT),
+                fallback: InProcess::new(),
             }),
         }
     }
@@ -268,44 +308,82 @@ impl RateLimiter {
     /// A limiter in this process only (embedded mode): N replicas would let N× through.
     pub fn in_process() -> Self {
         RateLimiter {
-            backend: Arc::new(Backend::InProcess(InProcess {
-                limiters: Mutex::new(HashMap::new()),
-                checks: AtomicU64::new(0),
-            })),
+            backend: Arc::new(Backend::InProcess(InProcess::new())),
         }
     }
 
-    /// Counts one request for `key` against `quota`. `UNAVAILABLE` when Redis cannot answer.
+    /// Counts one request for `key` against `quota`; while Redis cannot answer, counts it in
+    /// this process instead ([`WhenUnavailable::LimitLocally`]).
     pub async fn check(&self, key: &str, quota: RateQuota) -> Result<RateDecision, Error> {
+        self.check_or(key, quota, WhenUnavailable::LimitLocally)
+            .await
+    }
+
+    /// Counts one request for `key` against `quota`; `when_unavailable` says what happens
+    /// while Redis cannot answer. `UNAVAILABLE` only when refusing then, or when Redis answers
+    /// nonsense.
+    pub async fn check_or(
+        &self,
+        key: &str,
+        quota: RateQuota,
+        when_unavailable: WhenUnavailable,
+    ) -> Result<RateDecision, Error> {
         let quota = quota.normalized();
         match self.backend.as_ref() {
             Backend::InProcess(limiter) => Ok(limiter.check(key, quota)),
             Backend::Redis {
-                connection,
+                redis,
                 prefix,
                 script,
+                fallback,
             } => {
-                let mut connection = connection.clone();
-                let (allowed, remaining, retry_after, reset_after): (i64, i64, i64, i64) = script
-                    .key(format!("{prefix}ratelimit:{key}"))
-                    .arg(quota.interval_micros())
-                    .arg(quota.burst)
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|error| {
-                        Error::unavailable("the rate limiter is unavailable, retry later")
-                            .with_source(error)
-                    })?;
-                let allowed = allowed == 1;
-                Ok(RateDecision {
-                    allowed,
-                    limit: quota.burst,
-                    remaining: u32::try_from(remaining.max(0))
-                        .unwrap_or(u32::MAX)
-                        .min(quota.burst),
-                    reset_after: micros(reset_after),
-                    retry_after: (!allowed).then(|| micros(retry_after)),
-                })
+                let redis_key = &format!("{prefix}ratelimit:{key}");
+                let answer = redis
+                    .run(|mut connection| async move {
+                        script
+                            .key(redis_key)
+                            .arg(quota.interval_micros())
+                            .arg(quota.burst)
+                            .invoke_async::<(i64, i64, i64, i64)>(&mut connection)
+                            .await
+                    })
+                    .await;
+                match answer {
+                    Ok((allowed, remaining, retry_after, reset_after)) => {
+                        let allowed = allowed == 1;
+                        Ok(RateDecision {
+                            allowed,
+                            limit: quota.burst,
+                            remaining: u32::try_from(remaining.max(0))
+                                .unwrap_or(u32::MAX)
+                                .min(quota.burst),
+                            reset_after: micros(reset_after),
+                            retry_after: (!allowed).then(|| micros(retry_after)),
+                        })
+                    }
+                    Err(error) if error.is_unavailable() => {
+                        metrics::counter!(
+                            "easel_rate_limit_degraded_total",
+                            "fallback" => match when_unavailable {
+                                WhenUnavailable::LimitLocally => "local",
+                                WhenUnavailable::Refuse => "refuse",
+                            }
+                        )
+                        .increment(1);
+                        match when_unavailable {
+                            WhenUnavailable::LimitLocally => Ok(fallback.check(key, quota)),
+                            WhenUnavailable::Refuse => Err(Error::unavailable(
+                                "the rate limiter is unavailable, retry later",
+                            )
+                            .with_retry_after(Duration::from_secs(1))
+                            .with_source(error)),
+                        }
+                    }
+                    Err(error) => Err(Error::unavailable(
+                        "the rate limiter is unavailable, retry later",
+                    )
+                    .with_source(error)),
+                }
             }
         }
     }

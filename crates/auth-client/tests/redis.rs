@@ -3,19 +3,125 @@
 use std::time::Duration;
 
 use easel_auth_client::{
-    Authenticator, AuthenticatorConfig, RateLimiter, RateQuota, Revocation, revocation_channel,
+    Authenticator, AuthenticatorConfig, RateLimiter, RateQuota, Revocation, WhenUnavailable,
+    revocation_channel,
 };
 use easel_proto::auth::v1::auth_service_client::AuthServiceClient;
-use easel_runtime::Shutdown;
 use easel_runtime::grpc::{ClientConfig, connect_lazy};
-use easel_runtime::testing::TestRedis;
+use easel_runtime::redis::{BreakerState, Redis, RedisConfig};
+use easel_runtime::testing::{RedisServer, TestRedis};
+use easel_runtime::{ErrorCode, Shutdown};
 use futures::future::join_all;
 
-async fn connection(redis: &TestRedis) -> redis::aio::ConnectionManager {
+/// A generous deadline per call: the test machine is busy, and nothing here measures time.
+const CALL_DEADLINE: Duration = Duration::from_secs(2);
+
+async fn connection(redis: &TestRedis) -> Redis {
+    Redis::connect("test", &redis.url, RedisConfig::new(CALL_DEADLINE))
+        .await
+        .expect("a valid Redis URL")
+}
+
+async fn connection_manager(redis: &TestRedis) -> redis::aio::ConnectionManager {
     let client = redis::Client::open(redis.url.as_str()).expect("a valid Redis URL");
     redis::aio::ConnectionManager::new(client)
         .await
         .expect("the tests' Redis answers")
+}
+
+/// A handle on a private server whose breaker opens at the first failure and probes often.
+fn private(server: &RedisServer) -> Redis {
+    let mut config = RedisConfig::new(CALL_DEADLINE);
+    config.breaker_failures = 1;
+    config.breaker_cooldown = Duration::from_millis(100);
+    Redis::open("test", &server.url, config).expect("a valid Redis URL")
+}
+
+async fn stored_tat(server: &RedisServer, key: &str) -> Option<String> {
+    let client = redis::Client::open(server.url.as_str()).expect("a valid Redis URL");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the private Redis answers");
+    redis::cmd("GET")
+        .arg(format!("t:ratelimit:{key}"))
+        .query_async(&mut connection)
+        .await
+        .expect("GET answers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_the_limiter_limits_locally_or_refuses_then_recovers() {
+    let mut server = RedisServer::start().await;
+    let redis = private(&server);
+    let limiter = RateLimiter::redis(redis.clone(), "t:");
+    let quota = RateQuota {
+        per_minute: 1,
+        burst: 3,
+    };
+    assert!(limiter.check("shared", quota).await.unwrap().allowed);
+    assert!(stored_tat(&server, "shared").await.is_some());
+
+    server.kill().await;
+    // Failing open to the local limiter: the burst passes, then this process refuses; every
+    // call answers within the deadline (the breaker opens at the first failure).
+    let mut decisions = Vec::new();
+    for _ in 0..4 {
+        let decision = tokio::time::timeout(CALL_DEADLINE * 2, limiter.check("local", quota))
+            .await
+            .expect("a check while Redis is down did not answer")
+            .expect("fails open");
+        decisions.push(decision.allowed);
+    }
+    assert_eq!(decisions, [true, true, true, false]);
+    assert_ne!(redis.state(), BreakerState::Closed);
+    // Failing closed: UNAVAILABLE with a retry delay.
+    let refused = limiter
+        .check_or("closed", quota, WhenUnavailable::Refuse)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::Unavailable);
+    assert!(refused.retry_after().is_some());
+
+    server.restart().await;
+    // The breaker's probe closes it by itself, without traffic; calls go to Redis again.
+    let mut state = redis.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        state.wait_for(|state| *state == BreakerState::Closed),
+    )
+    .await
+    .expect("the breaker did not close after Redis came back")
+    .unwrap();
+    assert!(
+        limiter
+            .check_or("back", quota, WhenUnavailable::Refuse)
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(stored_tat(&server, "back").await.is_some());
+}
+
+#[tokio::test]
+async fn the_first_call_after_a_redis_restart_succeeds() {
+    let mut server = RedisServer::start().await;
+    let redis = private(&server);
+    let limiter = RateLimiter::redis(redis.clone(), "t:");
+    let quota = RateQuota {
+        per_minute: 60,
+        burst: 10,
+    };
+    assert!(limiter.check("before", quota).await.unwrap().allowed);
+    // Redis restarts between two calls: the manager's connection is stale.
+    server.restart().await;
+    let decision = limiter
+        .check_or("after", quota, WhenUnavailable::Refuse)
+        .await
+        .expect("the first call after the restart failed");
+    assert!(decision.allowed);
+    assert!(stored_tat(&server, "after").await.is_some());
+    assert_eq!(redis.state(), BreakerState::Closed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,7 +202,7 @@ async fn the_listener_subscribes_and_applies_published_revocations() {
         authenticator.spawn_revocation_listener(&redis.url, &redis.prefix, shutdown.clone());
     assert!(authenticator.wait_listening(Duration::from_secs(10)).await);
 
-    let mut publisher = connection(&redis).await;
+    let mut publisher = connection_manager(&redis).await;
     for payload in ["not json", r#"{"keyId":"key_42"}"#] {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(revocation_channel(&redis.prefix))

@@ -110,6 +110,7 @@ mod tests {
                     graph: Some(graph),
                     overrides,
                 })),
+                ..JobSpec::default()
             }),
             ..SubmitJobRequest::default()
         }

@@ -19,15 +19,23 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a pooled connection before answering UNAVAILABLE.
     pub acquire_timeout: Duration,
+    /// PostgreSQL's `statement_timeout` on every pooled connection: a statement running longer
+    /// is cancelled by the server (and the call fails) instead of holding a connection.
+    pub statement_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
 }
 
 impl DatabaseConfig {
-    /// A database at `url` with a pool of 16 and a 5 s acquire timeout.
+    /// A database at `url` with a pool of 16, a 5 s acquire and connect timeout and a 30 s
+    /// statement timeout.
     pub fn new(url: impl Into<String>) -> Self {
         DatabaseConfig {
             url: url.into(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 
@@ -41,6 +49,7 @@ impl DatabaseConfig {
 /// services can share one file-backed database safely.
 pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(config.url.clone());
+    let statement_ms = config.statement_timeout.as_millis().max(1);
     // SQLite allows one writer; a pool of several connections turns concurrent transactions
     // that read then write into immediate "database is locked" errors (a deferred transaction
     // cannot wait to upgrade its lock). One connection serializes them instead.
@@ -52,10 +61,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<DatabaseConnection, DbEr
     options
         .max_connections(max_connections)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(config.connect_timeout)
         .acquire_timeout(config.acquire_timeout)
         // Statements are traced by our own spans; sqlx's per-statement logs would leak values.
         .sqlx_logging(false)
+        // Sent at connection start, so it holds on every pooled connection.
+        .map_sqlx_postgres_opts(move |postgres| {
+            postgres.options([("statement_timeout", format!("{}ms", statement_ms))])
+        })
         // Every connection the pool opens gets these, not just the first.
         .map_sqlx_sqlite_opts(|sqlite| {
             sqlite

@@ -9,6 +9,7 @@
 //!   shutdown) and client (connect timeout, deadlines, trace propagation);
 //! - [`transport`]: the accept loop under every server: connection timeouts and caps;
 //! - [`admin`]: the HTTP admin port (`/metrics`, `/healthz`, `/readyz`);
+//! - `redis` (feature `redis`): Redis behind a per-call deadline and a circuit breaker;
 //! - [`service`]: a service process's life, from configuration to drained exit;
 //! - [`shutdown`]: the shutdown signal and its grace period;
 //! - [`error`]: the error vocabulary, mapped once to gRPC codes and HTTP statuses.
@@ -21,6 +22,8 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use easel_auth_client::{Revocation, revocation_channel};
-use redis::aio::ConnectionManager;
+use easel_runtime::redis::Redis;
 
 /// How many times a publish is tried before giving up (the caches' TTL still bounds the
 /// damage of a lost message).
@@ -13,7 +13,7 @@ const ATTEMPTS: u32 = 3;
 /// The publisher; without Redis it only logs (embedded mode has no other replica).
 #[derive(Clone)]
 pub struct Broadcaster {
-    redis: Option<ConnectionManager>,
+    redis: Option<Redis>,
     channel: String,
 }
 
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Broadcaster {
 
 impl Broadcaster {
     /// A publisher on Redis (or none) for the key prefix.
-    pub fn new(redis: Option<ConnectionManager>, prefix: &str) -> Self {
+    pub fn new(redis: Option<Redis>, prefix: &str) -> Self {
         Broadcaster {
             redis,
             channel: revocation_channel(prefix),
@@ -43,11 +43,15 @@ impl Broadcaster {
         };
         let payload = revocation.to_json();
         for attempt in 1..=ATTEMPTS {
-            let mut connection = redis.clone();
-            let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(&payload)
-                .query_async(&mut connection)
+            let (channel, payload) = (&self.channel, &payload);
+            let sent = redis
+                .run(|mut connection| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload)
+                        .query_async::<i64>(&mut connection)
+                        .await
+                })
                 .await;
             match sent {
                 Ok(receivers) => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use easel_auth_client::RateQuota;
 use easel_runtime::config::Env;
+use easel_runtime::redis::RedisConfig;
 
 use crate::tiers::Tiers;
 
@@ -51,6 +52,9 @@ pub struct AuthConfig {
     pub redis_url: Option<String>,
     /// `EASEL_REDIS_PREFIX` (default `easel:`): the prefix of every Redis key and channel.
     pub redis_prefix: String,
+    /// `EASEL_REDIS_*`: the deadline of a Redis call (default 100ms; a login makes one or two)
+    /// and the circuit breaker's settings.
+    pub redis: RedisConfig,
     /// `EASEL_JWT_ISSUER` (default `easel`).
     pub jwt_issuer: String,
     /// `EASEL_JWT_AUDIENCE` (default `easel-api`).
@@ -96,6 +100,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("redis", &self.redis)
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("access_token_ttl", &self.access_token_ttl)
@@ -213,6 +218,7 @@ impl AuthConfig {
             database_url: env.string("EASEL_DATABASE_URL", "sqlite://./.easel/auth.db?mode=rwc"),
             redis_url,
             redis_prefix: env.string("EASEL_REDIS_PREFIX", "easel:"),
+            redis: RedisConfig::from_env(env, Duration::from_millis(100)),
             jwt_issuer: non_empty(env, "EASEL_JWT_ISSUER", "easel"),
             jwt_audience: non_empty(env, "EASEL_JWT_AUDIENCE", "easel-api"),
             access_token_ttl,

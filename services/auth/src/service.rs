@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use easel_auth_client::{Credential, MAX_CREDENTIAL_BYTES, RateLimiter, Scope, reason};
 use easel_proto::account::v1::{Role, Tier};
 use easel_proto::auth::v1::Principal;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use easel_runtime::redis::Redis;
 use sea_orm::DatabaseConnection;
 
 use crate::broadcast::Broadcaster;
@@ -112,17 +112,12 @@ impl fmt::Debug for Auth {
     }
 }
 
-/// Connects to Redis with bounded timeouts.
-pub(crate) async fn connect_redis(url: &str) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url)
-        .map_err(|error| AuthError::Unavailable(format!("invalid Redis URL: {error}")))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2);
-    ConnectionManager::new_with_config(client, config)
+/// Opens Redis behind per-call deadlines and a circuit breaker. Redis need not answer now:
+/// until it does, login limits are per process and revocations are not broadcast.
+pub(crate) async fn connect_redis(config: &AuthConfig, url: &str) -> Result<Redis> {
+    Redis::connect("auth", url, config.redis)
         .await
-        .map_err(|error| AuthError::Unavailable(format!("cannot reach Redis: {error}")))
+        .map_err(|error| AuthError::Unavailable(format!("invalid Redis URL: {error}")))
 }
 
 fn refused(message: &'static str, why: &'static str) -> AuthError {
@@ -143,7 +138,7 @@ impl Auth {
         let passwords = PasswordHasherPool::new(config.password_hashing)?;
         let (limiter, redis) = match &config.redis_url {
             Some(url) => {
-                let connection = connect_redis(url).await?;
+                let connection = connect_redis(config, url).await?;
                 (
                     RateLimiter::redis(connection.clone(), config.redis_prefix.clone()),
                     Some(connection),

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use easel_proto::account::v1::Tier;
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
+use easel_runtime::redis::RedisConfig;
 use url::Url;
 
 use crate::{DEFAULT_ADMIN_LISTEN, DEFAULT_GRPC_LISTEN, SERVICE_NAME};
@@ -65,6 +67,13 @@ pub struct GatewayConfig {
     pub redis_url: Option<String>,
     /// `EASEL_REDIS_PREFIX`: the prefix of every Redis key and channel (default `easel:`).
     pub redis_prefix: String,
+    /// `EASEL_REDIS_*`: the deadline of a Redis call (default 100ms: every request makes one)
+    /// and the circuit breaker's settings.
+    pub redis: RedisConfig,
+    /// `EASEL_RATE_LIMIT_FAIL_CLOSED`: while Redis is down, requests of these tiers (`free`,
+    /// `pro`, `enterprise`) are refused with 503 instead of limited by this replica alone;
+    /// `login` does the same for the per-address login limit. Default: none (fail open).
+    pub rate_limit_fail_closed: Vec<String>,
     /// `EASEL_CORS_ORIGINS`: browser origins allowed to call cross-origin (gRPC-web and
     /// REST), comma-separated, e.g. `https://app.example.com`. Empty: none.
     pub cors_origins: Vec<String>,
@@ -76,6 +85,10 @@ pub struct GatewayConfig {
     /// `EASEL_AUTH_CACHE_TTL`: how long an authenticated credential is remembered (default
     /// 30s with Redis, whose broadcasts evict revoked keys at once; 1s without).
     pub auth_cache_ttl: Duration,
+    /// `EASEL_AUTH_CACHE_TTL_UNHEARD`: while revocation broadcasts cannot be heard (Redis
+    /// down), how long an authenticated credential is remembered (default 1s, at most
+    /// `EASEL_AUTH_CACHE_TTL`): the delay within which a revocation still takes effect.
+    pub auth_cache_unheard_ttl: Duration,
     /// `EASEL_LOGIN_RATE_PER_MINUTE` / `EASEL_LOGIN_BURST`: logins per client IP (default
     /// 10 per minute, burst 5), on top of the per-user limits.
     pub login_rate: RateSetting,
@@ -143,6 +156,30 @@ impl GatewayConfig {
                 "must be at most 1s without EASEL_REDIS_URL: nothing would evict a revoked key",
             );
         }
+        let auth_cache_unheard_ttl = env.duration(
+            "EASEL_AUTH_CACHE_TTL_UNHEARD",
+            Duration::from_secs(1).min(auth_cache_ttl),
+        );
+        if auth_cache_unheard_ttl > auth_cache_ttl {
+            env.problem(
+                "EASEL_AUTH_CACHE_TTL_UNHEARD",
+                "must be at most EASEL_AUTH_CACHE_TTL",
+            );
+        }
+        let rate_limit_fail_closed: Vec<String> = env
+            .list("EASEL_RATE_LIMIT_FAIL_CLOSED", &[])
+            .into_iter()
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
+        for name in &rate_limit_fail_closed {
+            if !matches!(name.as_str(), "free" | "pro" | "enterprise" | "login") {
+                env.problem(
+                    "EASEL_RATE_LIMIT_FAIL_CLOSED",
+                    format!("{name:?} is not one of free, pro, enterprise, login"),
+                );
+            }
+        }
+        let redis = RedisConfig::from_env(env, Duration::from_millis(100));
         let upstream_timeout = env.duration("EASEL_UPSTREAM_TIMEOUT", Duration::from_secs(10));
         if upstream_timeout.is_zero() {
             env.problem("EASEL_UPSTREAM_TIMEOUT", "must be longer than zero");
@@ -159,6 +196,8 @@ impl GatewayConfig {
             public_url,
             redis_url,
             redis_prefix: env.string("EASEL_REDIS_PREFIX", "easel:"),
+            redis,
+            rate_limit_fail_closed,
             cors_origins,
             max_body_bytes: env.number_in(
                 "EASEL_MAX_BODY_BYTES",
@@ -168,6 +207,7 @@ impl GatewayConfig {
             ),
             upstream_timeout,
             auth_cache_ttl,
+            auth_cache_unheard_ttl,
             login_rate: RateSetting {
                 per_minute: env.number_in("EASEL_LOGIN_RATE_PER_MINUTE", 10, 1, 1_000_000),
                 burst: env.number_in("EASEL_LOGIN_BURST", 5, 1, 1_000_000),
@@ -176,6 +216,28 @@ impl GatewayConfig {
             jwks_cache_ttl: env.duration("EASEL_JWKS_CACHE_TTL", Duration::from_secs(300)),
             stream_keepalive,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// Whether requests of `tier` are refused (rather than limited locally) while Redis is down.
+    pub fn fails_closed(&self, tier: Tier) -> bool {
+        let name = match tier {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+            Tier::Unspecified => return false,
+        };
+        self.rate_limit_fail_closed
+            .iter()
+            .any(|closed| closed == name)
+    }
+
+    /// Whether logins are refused (rather than limited locally) while Redis is down.
+    pub fn login_fails_closed(&self) -> bool {
+        self.rate_limit_fail_closed
+            .iter()
+            .any(|closed| closed == "login")
     }
 }
 
@@ -218,6 +280,50 @@ mod tests {
         assert_eq!(config.gateway.max_body_bytes, 10 * 1024 * 1024);
         assert_eq!(config.gateway.auth_cache_ttl, Duration::from_secs(1));
         assert!(config.gateway.cors_origins.is_empty());
+        assert_eq!(
+            config.gateway.redis.command_timeout,
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            config.gateway.auth_cache_unheard_ttl,
+            Duration::from_secs(1)
+        );
+        assert!(!config.gateway.fails_closed(Tier::Free));
+        assert!(!config.gateway.login_fails_closed());
+    }
+
+    #[test]
+    fn tiers_can_fail_closed_while_redis_is_down() {
+        let mut env = Env::from_pairs([
+            ("EASEL_RATE_LIMIT_FAIL_CLOSED", "Free, login"),
+            ("EASEL_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("EASEL_AUTH_CACHE_TTL", "30s"),
+            ("EASEL_AUTH_CACHE_TTL_UNHEARD", "5s"),
+        ]);
+        let config = Config::from_env(&mut env);
+        assert!(env.finish().is_ok());
+        assert!(config.gateway.fails_closed(Tier::Free));
+        assert!(!config.gateway.fails_closed(Tier::Pro));
+        assert!(config.gateway.login_fails_closed());
+        assert_eq!(
+            config.gateway.auth_cache_unheard_ttl,
+            Duration::from_secs(5)
+        );
+
+        let mut env = Env::from_pairs([
+            ("EASEL_RATE_LIMIT_FAIL_CLOSED", "gold"),
+            ("EASEL_AUTH_CACHE_TTL_UNHEARD", "2s"),
+            ("EASEL_REDIS_COMMAND_TIMEOUT", "0ms"),
+        ]);
+        let _ = Config::from_env(&mut env);
+        let message = env.finish().unwrap_err().to_string();
+        for name in [
+            "EASEL_RATE_LIMIT_FAIL_CLOSED",
+            "EASEL_AUTH_CACHE_TTL_UNHEARD",
+            "EASEL_REDIS_COMMAND_TIMEOUT",
+        ] {
+            assert!(message.contains(name), "{name} missing from {message}");
+        }
     }
 
     #[test]

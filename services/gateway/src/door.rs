@@ -13,10 +13,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use easel_auth_client::{Authenticator, AuthenticatorConfig, RateLimiter, RateQuota};
+use easel_auth_client::{
+    Authenticator, AuthenticatorConfig, RateLimiter, RateQuota, WhenUnavailable,
+};
+use easel_proto::account::v1::Tier;
 use easel_runtime::Shutdown;
 use easel_runtime::config::ServerConfig;
 use easel_runtime::grpc::layers::{GrpcDeadlineLayer, GrpcMetricsLayer, ServerSpan, overloaded};
+use easel_runtime::redis::Redis;
 use http::{HeaderName, HeaderValue, Method, header};
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -44,9 +48,6 @@ pub enum DoorError {
     /// The Redis URL does not parse.
     #[error("invalid EASEL_REDIS_URL: {0}")]
     RedisUrl(#[source] redis::RedisError),
-    /// Redis did not answer at start.
-    #[error("cannot reach Redis for rate limits: {0}")]
-    Redis(#[source] redis::RedisError),
 }
 
 /// The door's state: who may come in, and how often.
@@ -55,13 +56,18 @@ pub struct Door {
     authenticator: Authenticator,
     limiter: RateLimiter,
     login_quota: RateQuota,
+    /// Tiers refused rather than limited locally while Redis is down.
+    fail_closed: Vec<Tier>,
+    login_fails_closed: bool,
     trust_forwarded_for: bool,
     cors_origins: Vec<HeaderValue>,
 }
 
 impl Door {
     /// Opens the door: the credential cache (evicted by auth's revocation broadcasts when
-    /// Redis is configured) and the rate limiter (shared through Redis, or in-process).
+    /// Redis is configured) and the rate limiter (shared through Redis, or in-process). Redis
+    /// need not answer at start: until it does, limits are per replica (or refused, for the
+    /// tiers configured to fail closed).
     pub async fn start(
         config: &GatewayConfig,
         upstreams: &Upstreams,
@@ -71,15 +77,15 @@ impl Door {
             upstreams.auth.clone(),
             AuthenticatorConfig {
                 cache_ttl: config.auth_cache_ttl,
+                unheard_ttl: config.auth_cache_unheard_ttl,
                 ..AuthenticatorConfig::default()
             },
         );
         let limiter = match &config.redis_url {
             Some(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(DoorError::RedisUrl)?;
-                let connection = redis::aio::ConnectionManager::new(client)
+                let connection = Redis::connect(crate::SERVICE_NAME, url, config.redis)
                     .await
-                    .map_err(DoorError::Redis)?;
+                    .map_err(DoorError::RedisUrl)?;
                 authenticator.spawn_revocation_listener(
                     url,
                     &config.redis_prefix,
@@ -101,12 +107,30 @@ impl Door {
                 per_minute: config.login_rate.per_minute,
                 burst: config.login_rate.burst,
             },
+            fail_closed: [Tier::Free, Tier::Pro, Tier::Enterprise]
+                .into_iter()
+                .filter(|tier| config.fails_closed(*tier))
+                .collect(),
+            login_fails_closed: config.login_fails_closed(),
             trust_forwarded_for: config.trust_forwarded_for,
             cors_origins: config
                 .cors_origins
                 .iter()
                 .filter_map(|origin| HeaderValue::from_str(origin).ok())
                 .collect(),
+        }
+    }
+
+    /// What a rate-limit check of `tier` does while Redis cannot answer.
+    fn when_unavailable(&self, tier: Option<Tier>) -> WhenUnavailable {
+        let closed = match tier {
+            Some(tier) => self.fail_closed.contains(&tier),
+            None => self.login_fails_closed,
+        };
+        if closed {
+            WhenUnavailable::Refuse
+        } else {
+            WhenUnavailable::LimitLocally
         }
     }
 

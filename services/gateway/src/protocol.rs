@@ -142,7 +142,7 @@ mod tests {
         let mut env = Env::from_pairs(Vec::<(String, String)>::new());
         let config = Config::from_env(&mut env);
         env.finish().unwrap();
-        let upstreams = Upstreams::connect(&config.gateway).unwrap();
+        let upstreams = Upstreams::connect(&config.gateway, None).unwrap();
         let authenticator =
             Authenticator::new(upstreams.auth.clone(), AuthenticatorConfig::default());
         let door = Door::new(&config.gateway, authenticator, RateLimiter::in_process());

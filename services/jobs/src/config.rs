@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
+use easel_runtime::redis::RedisConfig;
 use easel_workflow_policy::WorkflowPolicy;
 
 use crate::{DEFAULT_ADMIN_LISTEN, DEFAULT_GRPC_LISTEN, SERVICE_NAME};
@@ -81,6 +82,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// `EASEL_REDIS_PREFIX`: the prefix of every Redis key (default `easel:`).
     pub redis_prefix: String,
+    /// `EASEL_REDIS_*`: the deadline of a Redis call (default 250ms) and the circuit
+    /// breaker's settings. While Redis is down, submits are stored and answered, and the
+    /// reconciler enqueues them when it is back.
+    pub redis: RedisConfig,
     /// `EASEL_BRIDGE_URL`: comfy-bridge (default `http://127.0.0.1:50054`).
     pub bridge_url: String,
     /// `EASEL_STORAGE_URL`: storage (default `http://127.0.0.1:50053`).
@@ -135,6 +140,7 @@ impl Config {
             database_url: env.string("EASEL_DATABASE_URL", "sqlite://./.easel/jobs.db?mode=rwc"),
             redis_url,
             redis_prefix: env.string("EASEL_REDIS_PREFIX", "easel:"),
+            redis: RedisConfig::from_env(env, Duration::from_millis(250)),
             bridge_url,
             storage_url,
             auth_url: env.optional_string("EASEL_AUTH_URL"),

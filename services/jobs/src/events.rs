@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use easel_proto::jobs::v1::{JobEvent, job_event};
+use easel_runtime::redis::Redis;
 use futures::StreamExt;
 use prost::Message;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -36,10 +36,7 @@ pub enum HubMessage {
 #[derive(Debug)]
 enum Publisher {
     Local,
-    Redis {
-        connection: ConnectionManager,
-        channel: String,
-    },
+    Redis { redis: Redis, channel: String },
 }
 
 /// The process's event hub.
@@ -101,41 +98,41 @@ impl EventHub {
     }
 
     /// A hub fed by the deployment-wide Redis channel `<prefix>job-events`; the subscription
-    /// runs until `stop` fires and reconnects when it drops.
-    pub async fn redis(
-        url: &str,
-        prefix: &str,
-        stop: CancellationToken,
-    ) -> Result<Arc<EventHub>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let connection = ConnectionManager::new_with_config(client.clone(), config).await?;
+    /// runs until `stop` fires and reconnects when it drops. Publishing goes through `redis`
+    /// (deadline and circuit breaker): while Redis is down it fails at once and watchers read
+    /// the events from the table.
+    pub async fn redis(redis: Redis, prefix: &str, stop: CancellationToken) -> Arc<EventHub> {
+        let client = redis.client().clone();
         let channel = format!("{prefix}job-events");
         let hub = Arc::new(EventHub {
             channels: Mutex::new(HashMap::new()),
             publisher: Publisher::Redis {
-                connection,
+                redis,
                 channel: channel.clone(),
             },
             queue_moved: Notify::new(),
         });
-        // Subscribe before returning so no event published after this is missed.
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
-        tokio::spawn(hub.clone().subscribe_loop(client, channel, pubsub, stop));
-        Ok(hub)
+        // Subscribe before returning so no event published after this is missed; if Redis is
+        // down, the loop keeps trying (nobody watches yet, so nothing is missed).
+        let first = match connect_pubsub(&client, &channel).await {
+            Ok(pubsub) => Some(pubsub),
+            Err(error) => {
+                tracing::warn!(error = %error, "job event subscription failed at start, retrying");
+                None
+            }
+        };
+        tokio::spawn(hub.clone().subscribe_loop(client, channel, first, stop));
+        hub
     }
 
     async fn subscribe_loop(
         self: Arc<Self>,
         client: redis::Client,
         channel: String,
-        first: redis::aio::PubSub,
+        first: Option<redis::aio::PubSub>,
         stop: CancellationToken,
     ) {
-        let mut pubsub = Some(first);
+        let mut pubsub = first;
         let mut delay = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let mut current = match pubsub.take() {
@@ -202,15 +199,16 @@ impl EventHub {
     pub async fn publish(&self, event: &JobEvent) {
         match &self.publisher {
             Publisher::Local => self.dispatch(Arc::new(event.clone())),
-            Publisher::Redis {
-                connection,
-                channel,
-            } => {
-                let mut connection = connection.clone();
-                let sent: Result<i64, _> = redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(event.encode_to_vec())
-                    .query_async(&mut connection)
+            Publisher::Redis { redis, channel } => {
+                let payload = &event.encode_to_vec();
+                let sent = redis
+                    .run(|mut connection| async move {
+                        redis::cmd("PUBLISH")
+                            .arg(channel)
+                            .arg(payload)
+                            .query_async::<i64>(&mut connection)
+                            .await
+                    })
                     .await;
                 if let Err(error) = sent {
                     tracing::warn!(job_id = %event.job_id, error = %error, "publishing a job event failed");
@@ -231,13 +229,7 @@ impl EventHub {
                     self.dispatch(Arc::new(event.clone()));
                 }
             }
-            (
-                Publisher::Redis {
-                    connection,
-                    channel,
-                },
-                _,
-            ) => {
+            (Publisher::Redis { redis, channel }, _) => {
                 let mut pipe = redis::pipe();
                 for event in events {
                     pipe.cmd("PUBLISH")
@@ -245,8 +237,13 @@ impl EventHub {
                         .arg(event.encode_to_vec())
                         .ignore();
                 }
-                let mut connection = connection.clone();
-                let sent: Result<(), _> = pipe.query_async(&mut connection).await;
+                let pipe = &pipe;
+                let sent =
+                    redis
+                        .run(|mut connection| async move {
+                            pipe.query_async::<()>(&mut connection).await
+                        })
+                        .await;
                 if let Err(error) = sent {
                     tracing::warn!(error = %error, "publishing job events failed");
                     for event in events {

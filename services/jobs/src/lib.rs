@@ -35,6 +35,7 @@ use easel_proto::bridge::v1::ListBackendsRequest;
 use easel_runtime::Shutdown;
 use easel_runtime::admin::Readiness;
 use easel_runtime::grpc::{CallerPolicy, GrpcServer};
+use easel_runtime::redis::Redis;
 use easel_runtime::service::Listeners;
 
 use crate::clients::Clients;
@@ -104,12 +105,20 @@ pub async fn build(
         max_deliveries: config.worker.max_attempts + 2,
     };
     let (queue, hub): (Arc<dyn JobQueue>, Arc<EventHub>) = match &config.redis_url {
-        Some(url) => (
-            Arc::new(RedisQueue::connect(url, &config.redis_prefix, settings).await?),
-            EventHub::redis(url, &config.redis_prefix, shutdown.token().clone())
+        Some(url) => {
+            // One Redis (one breaker) for the queue and the events: both see the same outage.
+            let redis = Redis::connect(SERVICE_NAME, url, config.redis)
                 .await
-                .map_err(|error| error::JobsError::Queue(error.into()))?,
-        ),
+                .map_err(|error| error::JobsError::Queue(error.into()))?;
+            (
+                Arc::new(RedisQueue::new(
+                    redis.clone(),
+                    &config.redis_prefix,
+                    settings,
+                )),
+                EventHub::redis(redis, &config.redis_prefix, shutdown.token().clone()).await,
+            )
+        }
         None => (Arc::new(MemoryQueue::new(settings)), EventHub::local()),
     };
     let clients = Clients::new(

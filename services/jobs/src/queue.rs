@@ -71,6 +71,9 @@ pub enum QueueError {
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// Redis did not answer in time, or its circuit breaker is open: nothing was queued.
+    #[error("{0}")]
+    Unavailable(#[from] easel_runtime::redis::RedisError),
     /// A message could not be encoded or decoded.
     #[error("malformed queue message: {0}")]
     Malformed(String),
@@ -116,6 +119,12 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
     /// Whether the backend answers (readiness).
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Resolves when the backend answers again after an outage (the reconciler then runs at
+    /// once, to enqueue what was submitted meanwhile). Backends without outages never resolve.
+    async fn recovered(&self) {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Smooth weighted round-robin over the classes: which class to read first on each claim.

@@ -31,7 +31,8 @@ pub struct Pass {
     pub expired: usize,
 }
 
-/// Runs passes every `interval` until `shutdown`.
+/// Runs passes every `interval`, and at once when the queue comes back after an outage, until
+/// `shutdown`.
 pub async fn run(jobs: Arc<Jobs>, interval: Duration, grace: Duration, shutdown: Shutdown) {
     loop {
         match reconcile(&jobs, grace).await {
@@ -49,6 +50,9 @@ pub async fn run(jobs: Arc<Jobs>, interval: Duration, grace: Duration, shutdown:
         tokio::select! {
             () = shutdown.triggered() => return,
             () = tokio::time::sleep(interval) => {}
+            () = jobs.queue.recovered() => {
+                tracing::info!("the queue is back; reconciling now");
+            }
         }
     }
 }

@@ -38,6 +38,11 @@ pub struct PlatformOptions {
     /// A directory of `easel certs generate` output: every service then authenticates the
     /// others with mutual TLS (`EASEL_TLS_*`).
     pub tls_dir: Option<PathBuf>,
+    /// Extra variables of the jobs service (reconciler interval, …).
+    pub jobs_env: Vec<(String, String)>,
+    /// A Redis of the test's own (e.g. a [`easel_runtime::testing::RedisServer`] it kills)
+    /// instead of the shared one; keys still get the platform's prefix.
+    pub redis_url: Option<String>,
 }
 
 /// A user the test acts as.
@@ -248,7 +253,10 @@ impl Platform {
             TestDatabase::postgres(),
             TestDatabase::postgres()
         );
-        let redis = TestRedis::new();
+        let mut redis = TestRedis::new();
+        if let Some(url) = &options.redis_url {
+            redis.url.clone_from(url);
+        }
         let (s3, simulator) = tokio::join!(S3Server::start(), Simulator::start(&options.sim_args));
         let admin = bootstrap_admin(&auth_db.url, "admin@e2e.easel.test").await;
 
@@ -284,6 +292,7 @@ impl Platform {
         jobs_vars.push(("EASEL_BRIDGE_URL".into(), bridge.grpc_url()));
         jobs_vars.push(("EASEL_STORAGE_URL".into(), storage.grpc_url()));
         jobs_vars.push(("EASEL_AUTH_URL".into(), auth.grpc_url()));
+        jobs_vars.extend(options.jobs_env.iter().cloned());
         let jobs = start_service("easel-jobs", jobs_vars, &options).await;
 
         let mut gateway_vars = owned(&redis_vars);

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use easel_auth_client::{Credential, RateDecision, RateQuota, reason};
-use easel_proto::account::v1::TierLimits;
+use easel_auth_client::{Credential, RateDecision, RateQuota, WhenUnavailable, reason};
+use easel_proto::account::v1::{Tier, TierLimits};
 use easel_runtime::error::{Error, ErrorCode};
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 
@@ -42,7 +42,11 @@ pub async fn authenticate(
                 .extensions()
                 .get::<ClientIp>()
                 .map_or_else(|| "unknown".to_string(), |ip| ip.0.to_string());
-            let decision = limit(&door, &format!("login:{address}"), door.login_quota).await;
+            let decision =
+                match limit(&door, &format!("login:{address}"), door.login_quota, None).await {
+                    Ok(decision) => decision,
+                    Err(error) => return respond(error, request.headers()),
+                };
             return admit(decision, request, next, None).await;
         }
         Rule::Listed(Access::Credential) => Then::Handler(None),
@@ -69,7 +73,11 @@ pub async fn authenticate(
         Err(error) => return respond(error, request.headers()),
     };
     let quota = RateQuota::from_limits(principal.limits.as_ref().unwrap_or(&TierLimits::default()));
-    let decision = limit(&door, &format!("user:{}", principal.user_id), quota).await;
+    let tier = Tier::try_from(principal.tier).ok();
+    let decision = match limit(&door, &format!("user:{}", principal.user_id), quota, tier).await {
+        Ok(decision) => decision,
+        Err(error) => return respond(error, request.headers()),
+    };
     let refusal = match then {
         Then::Handler(Some(scope)) if !scope.is_held_by(&principal) => {
             metrics::counter!(crate::metrics::names::SCOPE_REFUSED, "scope" => scope.as_str())
@@ -133,16 +141,26 @@ impl Refusal {
     }
 }
 
-/// Checks one request against a quota. A limiter that cannot answer (Redis down) lets the
-/// request through: availability of the API outweighs a few requests over the limit; the
-/// failure is logged and counted.
-async fn limit(door: &Door, key: &str, quota: RateQuota) -> Option<RateDecision> {
-    match door.limiter.check(key, quota).await {
-        Ok(decision) => Some(decision),
+/// Checks one request against a quota (`tier` `None`: the per-address login limit). While
+/// Redis is down the limiter counts in this replica, or refuses for the tiers configured to
+/// fail closed (503). A limiter answering nonsense lets the request through without headers:
+/// availability of the API outweighs a few requests over the limit; that is logged and counted.
+async fn limit(
+    door: &Door,
+    key: &str,
+    quota: RateQuota,
+    tier: Option<Tier>,
+) -> Result<Option<RateDecision>, Error> {
+    let when_unavailable = door.when_unavailable(tier);
+    match door.limiter.check_or(key, quota, when_unavailable).await {
+        Ok(decision) => Ok(Some(decision)),
         Err(error) => {
-            tracing::warn!(cause = %error.source_chain(), "rate limiter unavailable; admitting the request");
             metrics::counter!(crate::metrics::names::RATE_LIMITER_ERRORS).increment(1);
-            None
+            if when_unavailable == WhenUnavailable::Refuse {
+                return Err(error);
+            }
+            tracing::warn!(cause = %error.source_chain(), "rate limiter failed; admitting the request");
+            Ok(None)
         }
     }
 }

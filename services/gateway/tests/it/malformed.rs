@@ -74,6 +74,7 @@ fn submit_request(depth: usize) -> SubmitJobRequest {
                 graph: Some(graph_struct(depth)),
                 overrides: vec![],
             })),
+            ..JobSpec::default()
         }),
         ..SubmitJobRequest::default()
     }

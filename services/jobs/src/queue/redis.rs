@@ -10,12 +10,17 @@
 //! many deliveries), else read (`XREADGROUP`) one new entry in weighted priority order. When
 //! nothing is there, the claimer waits with a blocking `XREAD` on its own connection from the
 //! streams' last ids, which wakes it as soon as anything is added without consuming it.
+//!
+//! Every call goes through [`easel_runtime::redis::Redis`]: a deadline per call and a circuit
+//! breaker, so while Redis is down an enqueue fails at once (the job is in the database; the
+//! reconciler enqueues it when Redis is back) and claims fail at once (workers back off).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
+use easel_runtime::redis::{BreakerState, Redis, RedisConfig};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script, Value};
 
 use super::{
     Delivery, JobQueue, PRIORITY_CLASSES, QueueError, QueueMessage, QueueSettings, WeightedOrder,
@@ -125,8 +130,7 @@ return 1
 /// The Redis Streams queue.
 #[derive(Debug)]
 pub struct RedisQueue {
-    client: Client,
-    connection: ConnectionManager,
+    redis: Redis,
     /// Connections for blocking reads, one per concurrent claimer.
     blocking: Mutex<Vec<MultiplexedConnection>>,
     prefix: String,
@@ -140,17 +144,21 @@ pub struct RedisQueue {
 }
 
 impl RedisQueue {
-    /// Connects; every key starts with `prefix`.
+    /// Connects with the default deadlines; every key starts with `prefix`.
     pub async fn connect(
         url: &str,
         prefix: &str,
         settings: QueueSettings,
     ) -> Result<RedisQueue, QueueError> {
-        let client = Client::open(url)?;
-        let connection = connect_manager(&client).await?;
-        Ok(RedisQueue {
-            client,
-            connection,
+        let redis =
+            Redis::connect("jobs", url, RedisConfig::new(Duration::from_millis(250))).await?;
+        Ok(RedisQueue::new(redis, prefix, settings))
+    }
+
+    /// A queue on `redis`; every key starts with `prefix`.
+    pub fn new(redis: Redis, prefix: &str, settings: QueueSettings) -> RedisQueue {
+        RedisQueue {
+            redis,
             blocking: Mutex::new(Vec::new()),
             prefix: prefix.to_string(),
             settings,
@@ -160,7 +168,7 @@ impl RedisQueue {
             enqueue: Script::new(ENQUEUE),
             enqueue_many: Script::new(ENQUEUE_MANY),
             ack: Script::new(ACK),
-        })
+        }
     }
 
     fn stream(&self, class: usize) -> String {
@@ -215,8 +223,11 @@ impl RedisQueue {
         for cursor in &cursors {
             invocation.arg(cursor);
         }
-        let mut connection = self.connection.clone();
-        let values: Vec<Value> = invocation.invoke_async(&mut connection).await?;
+        let invocation = &invocation;
+        let values: Vec<Value> = self
+            .redis
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
         let reply = ClaimReply::parse(&values)?;
         *self
             .cursors
@@ -237,11 +248,15 @@ impl RedisQueue {
         if let Some(connection) = pooled {
             return Ok(connection);
         }
+        // No new connection while Redis is known to be down.
+        self.redis.admit()?;
+        let timeouts = self.redis.config();
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(block + Duration::from_secs(5)));
+            .set_connection_timeout(Some(timeouts.connect_timeout))
+            .set_response_timeout(Some(block + timeouts.command_timeout));
         Ok(self
-            .client
+            .redis
+            .client()
             .get_multiplexed_async_connection_with_config(&config)
             .await?)
     }
@@ -272,14 +287,6 @@ impl RedisQueue {
         }
         result.map(|_| ()).map_err(QueueError::from)
     }
-}
-
-async fn connect_manager(client: &Client) -> Result<ConnectionManager, QueueError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client.clone(), config).await?)
 }
 
 fn encode(message: &QueueMessage) -> Result<String, QueueError> {
@@ -342,28 +349,39 @@ impl ClaimReply {
 impl JobQueue for RedisQueue {
     async fn enqueue(&self, message: &QueueMessage, delay: Duration) -> Result<(), QueueError> {
         let class = usize::from(message.priority).min(PRIORITY_CLASSES - 1);
-        let body = encode(message)?;
-        let mut connection = self.connection.clone();
+        let body = &encode(message)?;
         if delay.is_zero() {
+            let (stream, index) = (&self.stream(class), &self.key("index"));
+            let script = &self.enqueue;
             let _: String = self
-                .enqueue
-                .key(self.stream(class))
-                .key(self.key("index"))
-                .arg(body)
-                .arg(&message.job_id)
-                .invoke_async(&mut connection)
+                .redis
+                .run(|mut connection| async move {
+                    script
+                        .key(stream)
+                        .key(index)
+                        .arg(body)
+                        .arg(&message.job_id)
+                        .invoke_async(&mut connection)
+                        .await
+                })
                 .await?;
         } else {
             let due = chrono::Utc::now().timestamp_millis()
                 + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-            let member = format!("{class}|{}|{body}", message.job_id);
-            let _: () = redis::pipe()
-                .atomic()
-                .zadd(self.key("delayed"), member, due)
-                .ignore()
-                .hset(self.key("index"), &message.job_id, "delayed")
-                .ignore()
-                .query_async(&mut connection)
+            let member = &format!("{class}|{}|{body}", message.job_id);
+            let (delayed, index) = (&self.key("delayed"), &self.key("index"));
+            let _: () = self
+                .redis
+                .run(|mut connection| async move {
+                    redis::pipe()
+                        .atomic()
+                        .zadd(delayed, member, due)
+                        .ignore()
+                        .hset(index, &message.job_id, "delayed")
+                        .ignore()
+                        .query_async(&mut connection)
+                        .await
+                })
                 .await?;
         }
         Ok(())
@@ -385,8 +403,11 @@ impl JobQueue for RedisQueue {
                 .arg(&message.job_id)
                 .arg(encode(message)?);
         }
-        let mut connection = self.connection.clone();
-        let waiting: Vec<i64> = invocation.invoke_async(&mut connection).await?;
+        let invocation = &invocation;
+        let waiting: Vec<i64> = self
+            .redis
+            .run(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
         Ok(waiting
             .into_iter()
             .map(|count| u64::try_from(count).unwrap_or_default())
@@ -418,44 +439,53 @@ impl JobQueue for RedisQueue {
 
     async fn touch(&self, consumer: &str, delivery: &Delivery) -> Result<(), QueueError> {
         let (class, id) = self.class_of(delivery)?;
-        let mut connection = self.connection.clone();
-        let _: Value = redis::cmd("XCLAIM")
+        let command = &redis::cmd("XCLAIM")
             .arg(self.stream(class))
             .arg(GROUP)
             .arg(consumer)
             .arg(0)
             .arg(id)
             .arg("JUSTID")
-            .query_async(&mut connection)
+            .clone();
+        let _: Value = self
+            .redis
+            .run(|mut connection| async move { command.query_async(&mut connection).await })
             .await?;
         Ok(())
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         let (class, id) = self.class_of(delivery)?;
-        let mut connection = self.connection.clone();
+        let (stream, index, id) = (&self.stream(class), &self.key("index"), &id);
+        let script = &self.ack;
         let _: i64 = self
-            .ack
-            .key(self.stream(class))
-            .key(self.key("index"))
-            .arg(GROUP)
-            .arg(id)
-            .arg(&delivery.message.job_id)
-            .invoke_async(&mut connection)
+            .redis
+            .run(|mut connection| async move {
+                script
+                    .key(stream)
+                    .key(index)
+                    .arg(GROUP)
+                    .arg(id)
+                    .arg(&delivery.message.job_id)
+                    .invoke_async(&mut connection)
+                    .await
+            })
             .await?;
         Ok(())
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), QueueError> {
-        let mut connection = self.connection.clone();
-        let _: String = redis::cmd("XADD")
+        let command = &redis::cmd("XADD")
             .arg(self.key("dead"))
             .arg("*")
             .arg("m")
             .arg(encode(&delivery.message)?)
             .arg("reason")
             .arg(reason)
-            .query_async(&mut connection)
+            .clone();
+        let _: String = self
+            .redis
+            .run(|mut connection| async move { command.query_async(&mut connection).await })
             .await?;
         self.ack(delivery).await
     }
@@ -464,36 +494,53 @@ impl JobQueue for RedisQueue {
         if job_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection.clone();
-        let found: Vec<Option<String>> = redis::cmd("HMGET")
+        let command = &redis::cmd("HMGET")
             .arg(self.key("index"))
             .arg(job_ids)
-            .query_async(&mut connection)
+            .clone();
+        let found: Vec<Option<String>> = self
+            .redis
+            .run(|mut connection| async move { command.query_async(&mut connection).await })
             .await?;
         Ok(found.into_iter().map(|entry| entry.is_some()).collect())
     }
 
     async fn depth(&self) -> Result<Vec<u64>, QueueError> {
-        let mut connection = self.connection.clone();
-        let mut depth = Vec::with_capacity(PRIORITY_CLASSES);
-        let delayed: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.key("delayed"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
+        let (delayed, lengths, pending): (Vec<String>, Vec<u64>, Vec<Value>) = self
+            .redis
+            .run(|mut connection| async move {
+                let delayed: Vec<String> = redis::cmd("ZRANGE")
+                    .arg(self.key("delayed"))
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut connection)
+                    .await?;
+                let mut lengths = Vec::with_capacity(PRIORITY_CLASSES);
+                let mut pending = Vec::with_capacity(PRIORITY_CLASSES);
+                for class in 0..PRIORITY_CLASSES {
+                    lengths.push(
+                        redis::cmd("XLEN")
+                            .arg(self.stream(class))
+                            .query_async::<u64>(&mut connection)
+                            .await?,
+                    );
+                    // No group yet (nothing was ever claimed): nothing is pending.
+                    pending.push(
+                        redis::cmd("XPENDING")
+                            .arg(self.stream(class))
+                            .arg(GROUP)
+                            .query_async::<Value>(&mut connection)
+                            .await
+                            .unwrap_or(Value::Nil),
+                    );
+                }
+                Ok((delayed, lengths, pending))
+            })
             .await?;
-        for class in 0..PRIORITY_CLASSES {
-            let length: u64 = redis::cmd("XLEN")
-                .arg(self.stream(class))
-                .query_async(&mut connection)
-                .await?;
-            let pending: Result<Value, _> = redis::cmd("XPENDING")
-                .arg(self.stream(class))
-                .arg(GROUP)
-                .query_async(&mut connection)
-                .await;
+        let mut depth = Vec::with_capacity(PRIORITY_CLASSES);
+        for (class, (length, pending)) in lengths.into_iter().zip(pending).enumerate() {
             let pending = match pending {
-                Ok(Value::Array(items)) => match items.first() {
+                Value::Array(items) => match items.first() {
                     Some(Value::Int(count)) => u64::try_from(*count).unwrap_or_default(),
                     _ => 0,
                 },
@@ -509,12 +556,14 @@ impl JobQueue for RedisQueue {
     }
 
     async fn dead_letters(&self) -> Result<Vec<(QueueMessage, String)>, QueueError> {
-        let mut connection = self.connection.clone();
-        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        let command = &redis::cmd("XRANGE")
             .arg(self.key("dead"))
             .arg("-")
             .arg("+")
-            .query_async(&mut connection)
+            .clone();
+        let entries: redis::streams::StreamRangeReply = self
+            .redis
+            .run(|mut connection| async move { command.query_async(&mut connection).await })
             .await?;
         entries
             .ids
@@ -528,8 +577,22 @@ impl JobQueue for RedisQueue {
     }
 
     async fn ping(&self) -> Result<(), QueueError> {
-        let mut connection = self.connection.clone();
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        Ok(())
+        Ok(self.redis.ping().await?)
+    }
+
+    async fn recovered(&self) {
+        let mut state = self.redis.watch_state();
+        // Ok: a state was seen; Err: the handle is gone, and nothing recovers then.
+        if state
+            .wait_for(|state| *state != BreakerState::Closed)
+            .await
+            .is_err()
+            || state
+                .wait_for(|state| *state == BreakerState::Closed)
+                .await
+                .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
     }
 }

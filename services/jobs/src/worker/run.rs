@@ -121,7 +121,7 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
         }
     };
     loop {
-        match run_once(attempt, workflow.clone()).await {
+        match run_once(attempt, workflow.clone(), keep_workflow_metadata).await {
             Step::Done(outcome) => return outcome,
             Step::Wait(pause) => {
                 let pause = tokio::time::sleep(pause);
@@ -328,7 +328,11 @@ async fn refused(attempt: &mut Attempt, status: &tonic::Status) -> Step {
 }
 
 /// One call of the bridge.
-async fn run_once(attempt: &mut Attempt, workflow: run_workflow_request::Workflow) -> Step {
+async fn run_once(
+    attempt: &mut Attempt,
+    workflow: run_workflow_request::Workflow,
+    keep_workflow_metadata: bool,
+) -> Step {
     let excluded: Vec<String> =
         serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
     let mut request = tonic::Request::new(RunWorkflowRequest {

@@ -547,6 +547,7 @@ fn nested_workflow(depth: usize) -> v1::SubmitJobRequest {
                 graph: Some(graph),
                 overrides: vec![],
             })),
+            ..v1::JobSpec::default()
         }),
         ..v1::SubmitJobRequest::default()
     }

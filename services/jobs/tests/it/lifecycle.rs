@@ -348,6 +348,7 @@ fn slow_t2i(prompt: &str, steps: u32) -> v1::SubmitJobRequest {
     let mut request = t2i(prompt);
     if let Some(v1::JobSpec {
         kind: Some(v1::job_spec::Kind::TextToImage(t)),
+        ..
     }) = request.spec.as_mut()
     {
         t.steps = steps;

@@ -5,6 +5,7 @@
 mod browser;
 mod errors;
 mod grpc;
+mod redis_outage;
 mod rest;
 mod security_transport;
 mod trace;
