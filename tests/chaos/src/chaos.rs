@@ -383,6 +383,8 @@ impl Chaos {
         }
         let running = load::start(&self.client, &self.load);
         tokio::time::sleep(self.timing.warmup).await;
+        // Strike while a job runs, so the fault meets work in flight.
+        self.wait_for_a_running_job(&running.recorder).await;
         let injected = Instant::now();
         let exit = match self.inject(fault).await {
             Ok(exit) => exit,
@@ -393,9 +395,11 @@ impl Chaos {
         };
         let outage = injected.elapsed();
         tokio::time::sleep(self.timing.recovery).await;
+        let stopped = Instant::now();
         let recorder = running.stop(self.timing.settle).await;
         let accepted = recorder.accepted();
         let finals = self.settle(&accepted).await;
+        let settled = stopped.elapsed();
         self.executions.poll_now().await;
 
         let samples = recorder.samples();
@@ -420,6 +424,7 @@ impl Chaos {
             get_before: window(Kind::Get, None, Some(injected)),
             watch: recorder.watch(),
             outage,
+            settled,
             unclean_exit: exit,
             ..Row::default()
         };
@@ -458,6 +463,24 @@ impl Chaos {
             }
         }
         row
+    }
+
+    /// Waits (up to a deadline; the fault is injected anyway after it) until one of the newest
+    /// accepted jobs is RUNNING.
+    async fn wait_for_a_running_job(&self, recorder: &load::Recorder) {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut ticks = tokio::time::interval(Duration::from_millis(50));
+        while Instant::now() < until {
+            ticks.tick().await;
+            let accepted = recorder.accepted();
+            for id in accepted.iter().rev().take(3) {
+                if let Ok(job) = self.client.job(id).await
+                    && job["status"] == "JOB_STATUS_RUNNING"
+                {
+                    return;
+                }
+            }
+        }
     }
 
     /// Polls every accepted job until it is terminal or the settle deadline passes; returns

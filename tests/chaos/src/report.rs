@@ -83,6 +83,8 @@ pub struct Row {
     pub watch: crate::load::WatchStats,
     /// How long the fault lasted (injection to healed).
     pub outage: Duration,
+    /// From the load's end until the last accepted job was terminal (or the deadline).
+    pub settled: Duration,
     /// A SIGTERM that did not end in exit 0 within the deadline: what happened instead.
     pub unclean_exit: Option<String>,
     /// Failed jobs' error codes, for the reader.
@@ -172,17 +174,17 @@ impl Expect {
 }
 
 /// The table header, in Markdown.
-pub const HEADER: &str = "| fault | outage s | accepted | succeeded | failed | lost | duplicated | retried | submit p50/p99 ms (before) | GET p50/p99 ms (before) | submit err | GET err | watch resumed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+pub const HEADER: &str = "| fault | outage s | accepted | succeeded | failed | lost | duplicated | retried | submit p50/p99 ms (before) | GET p50/p99 ms (before) | submit err | GET err | watch resumed | settled s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// One row of the table.
 pub fn line(row: &Row) -> String {
     if let Some(reason) = &row.skipped {
-        return format!("| {} | skipped: {reason} |||||||||||| \n", row.fault);
+        return format!("| {} | skipped: {reason} ||||||||||||| \n", row.fault);
     }
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {}/{} | {}/{} | {} |",
+        "| {} | {:.1} | {} | {} | {} | {} | {} | {} | {} ({}) | {} ({}) | {}/{} | {}/{} | {} | {:.1} |",
         row.fault,
         row.outage.as_secs_f64(),
         row.accepted,
@@ -200,6 +202,7 @@ pub fn line(row: &Row) -> String {
         row.get.errors,
         row.get.count,
         row.watch.resumed,
+        row.settled.as_secs_f64(),
     );
     text
 }
