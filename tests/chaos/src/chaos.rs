@@ -65,9 +65,10 @@ pub enum Fault {
     Delay,
 }
 
-/// The shortest backend outage: long enough that waiting jobs meet the bridge's breaker and
-/// the workers' retry backoff, as in issue 11 (there 20 s: `EASEL_CHAOS_SECONDS=20`).
-pub const BACKEND_OUTAGE: Duration = Duration::from_secs(8);
+/// The shortest backend outage and partition: long enough that waiting jobs meet the bridge's
+/// breaker and the workers' retry backoff (issue 11's backend outage is 20 s:
+/// `EASEL_CHAOS_SECONDS=20`), and that a cut link outlasts several TCP retransmissions.
+pub const LONG_OUTAGE: Duration = Duration::from_secs(8);
 
 /// The delay of [`Fault::Delay`], each way.
 pub const DELAY: Duration = Duration::from_millis(200);
@@ -288,10 +289,11 @@ impl Chaos {
         }
     }
 
-    /// How long `fault` lasts: the backend's death at least [`BACKEND_OUTAGE`].
+    /// How long `fault` lasts: the backend's death and a partition at least
+    /// [`LONG_OUTAGE`].
     fn outage(&self, fault: Fault) -> Duration {
-        if fault == Fault::BackendDeath {
-            self.timing.outage.max(BACKEND_OUTAGE)
+        if matches!(fault, Fault::BackendDeath | Fault::Partition) {
+            self.timing.outage.max(LONG_OUTAGE)
         } else {
             self.timing.outage
         }

@@ -194,7 +194,17 @@ impl Link {
                 &self.veths[1],
                 "down",
             ],
-        )
+        )?;
+        // Prove it: a connection across the link must not open now.
+        let probe = format!("exec 3<>/dev/tcp/{ADDRESS_B}/{PORT_B}");
+        let namespace = &self.namespaces[0];
+        match run(
+            "timeout",
+            &["2", "ip", "netns", "exec", namespace, "bash", "-c", &probe],
+        ) {
+            Ok(()) => Err("the link still carries connections after the cut".into()),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Restores the link after [`Link::cut`].
