@@ -40,6 +40,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-cli ping >/dev/null
 fi
 
+# The chaos suite: `ip` and `tc` (iproute2) for the network faults between two services.
+command -v ip >/dev/null && command -v tc >/dev/null || { log "installing iproute2"; apt_install iproute2; }
+
 # buf (lint of the contracts), from npm.
 if ! command -v buf >/dev/null && [ ! -x "$TOOLS/node_modules/.bin/buf" ]; then
   log "installing buf"

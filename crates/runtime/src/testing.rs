@@ -36,12 +36,20 @@ pub struct TestDatabase {
     pub name: String,
     /// Its connection URL.
     pub url: String,
+    /// The server's admin URL, to drop the database on.
+    admin_url: String,
 }
 
 impl TestDatabase {
-    /// Creates a fresh, empty database.
+    /// Creates a fresh, empty database on the tests' server.
     pub async fn postgres() -> TestDatabase {
-        let admin_url = postgres_admin_url();
+        TestDatabase::postgres_on(&postgres_admin_url()).await
+    }
+
+    /// Creates a fresh, empty database on the server of `admin_url` (a private server that a
+    /// test stops and starts, for example).
+    pub async fn postgres_on(admin_url: &str) -> TestDatabase {
+        let admin_url = admin_url.to_string();
         let name = format!("easel_test_{}", uuid::Uuid::new_v4().simple());
         let admin = Database::connect(&admin_url)
             .await
@@ -57,6 +65,7 @@ impl TestDatabase {
         TestDatabase {
             url: format!("{base}/{name}"),
             name,
+            admin_url,
         }
     }
 
@@ -73,7 +82,7 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let admin_url = postgres_admin_url();
+        let admin_url = self.admin_url.clone();
         // Drop may run inside or outside a runtime; a thread with its own runtime works in both.
         let dropper = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -109,8 +118,13 @@ pub struct TestRedis {
 impl TestRedis {
     /// A fresh prefix on the tests' Redis.
     pub fn new() -> TestRedis {
+        TestRedis::on(&redis_url())
+    }
+
+    /// A fresh prefix on the Redis of `url` (a private server that a test restarts, for example).
+    pub fn on(url: &str) -> TestRedis {
         TestRedis {
-            url: redis_url(),
+            url: url.to_string(),
             prefix: format!("easel-test-{}:", uuid::Uuid::new_v4().simple()),
         }
     }
@@ -381,6 +395,9 @@ impl OtlpReceiver {
 #[derive(Debug)]
 pub struct ServiceProcess {
     child: tokio::process::Child,
+    /// The binary and the variables it was started with, for [`ServiceProcess::restart`].
+    binary: std::path::PathBuf,
+    variables: Vec<(String, String)>,
     /// Its gRPC address.
     pub grpc: SocketAddr,
     /// Its admin address.
@@ -456,11 +473,43 @@ impl ServiceProcess {
         });
         ServiceProcess {
             child,
+            binary: binary.to_path_buf(),
+            variables: variables
+                .iter()
+                .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
+                .collect(),
             grpc,
             admin,
             output,
             collector: Some(collector),
         }
+    }
+
+    /// The variables the process was started with (without the ports and log settings).
+    pub fn variables(&self) -> &[(String, String)] {
+        &self.variables
+    }
+
+    /// Starts the process again (after it exited, or it is killed first) with the same binary,
+    /// variables and ports, the way a supervisor restarts a crashed service: clients find it
+    /// where it was. Waits for its `listening` line like [`ServiceProcess::spawn`].
+    pub async fn restart(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill().await;
+        }
+        let grpc = self.grpc.to_string();
+        let admin = self.admin.to_string();
+        let mut variables: Vec<(&str, &str)> = self
+            .variables
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        variables.push(("EASEL_GRPC_LISTEN", &grpc));
+        variables.push(("EASEL_ADMIN_LISTEN", &admin));
+        let mut fresh = ServiceProcess::spawn(&self.binary, &variables).await;
+        // Keep the original variables (without the pinned ports) for the next restart.
+        fresh.variables = std::mem::take(&mut self.variables);
+        *self = fresh;
     }
 
     /// The gRPC base URL.

@@ -38,11 +38,12 @@ pub struct PlatformOptions {
     /// A directory of `easel certs generate` output: every service then authenticates the
     /// others with mutual TLS (`EASEL_TLS_*`).
     pub tls_dir: Option<PathBuf>,
-    /// Extra variables of the jobs service (reconciler interval, …).
+    /// Extra variables of the jobs service, applied last (they override the wiring).
     pub jobs_env: Vec<(String, String)>,
-    /// A Redis of the test's own (e.g. a [`easel_runtime::testing::RedisServer`] it kills)
-    /// instead of the shared one; keys still get the platform's prefix.
+    /// A Redis of the test's own instead of the shared one (a server it restarts).
     pub redis_url: Option<String>,
+    /// A PostgreSQL server of the test's own for every database (a server it restarts).
+    pub postgres_admin_url: Option<String>,
 }
 
 /// A user the test acts as.
@@ -60,6 +61,7 @@ pub struct User {
 #[derive(Debug)]
 pub struct Simulator {
     child: tokio::process::Child,
+    args: Vec<String>,
     /// Its base URL.
     pub url: String,
     /// Where it writes images.
@@ -69,11 +71,35 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `easel-comfy-sim` on a free port with `args` and waits for its address.
     pub async fn start(args: &[String]) -> Simulator {
-        let binary = workspace_binary("easel-comfy-sim", "easel-comfy-sim");
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("temp dir: {error}"));
+        let (child, url) = Simulator::spawn("127.0.0.1:0", dir.path(), args).await;
+        Simulator {
+            child,
+            args: args.to_vec(),
+            url,
+            dir,
+        }
+    }
+
+    /// Starts the simulator again on the same address, directory and flags (a GPU host coming
+    /// back after [`Simulator::kill`]).
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill().await;
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = Simulator::spawn(&listen, self.dir.path(), &self.args).await;
+        assert_eq!(url, self.url, "the simulator came back elsewhere");
+        self.child = child;
+    }
+
+    async fn spawn(
+        listen: &str,
+        dir: &std::path::Path,
+        args: &[String],
+    ) -> (tokio::process::Child, String) {
+        let binary = workspace_binary("easel-comfy-sim", "easel-comfy-sim");
         let mut child = tokio::process::Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--output-dir"])
-            .arg(dir.path())
+            .args(["--listen", listen, "--output-dir"])
+            .arg(dir)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
@@ -101,11 +127,7 @@ impl Simulator {
         .unwrap_or_else(|| panic!("the simulator did not report its address"));
         // Keep draining its stdout so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Simulator {
-            child,
-            url: format!("http://{address}"),
-            dir,
-        }
+        (child, format!("http://{address}"))
     }
 
     /// Kills the simulator (a GPU host going away).
@@ -248,15 +270,19 @@ impl Platform {
     }
 
     async fn launch(options: PlatformOptions) -> Platform {
+        let postgres = options
+            .postgres_admin_url
+            .clone()
+            .unwrap_or_else(easel_runtime::testing::postgres_admin_url);
         let (auth_db, jobs_db, storage_db) = tokio::join!(
-            TestDatabase::postgres(),
-            TestDatabase::postgres(),
-            TestDatabase::postgres()
+            TestDatabase::postgres_on(&postgres),
+            TestDatabase::postgres_on(&postgres),
+            TestDatabase::postgres_on(&postgres)
         );
-        let mut redis = TestRedis::new();
-        if let Some(url) = &options.redis_url {
-            redis.url.clone_from(url);
-        }
+        let redis = options
+            .redis_url
+            .as_deref()
+            .map_or_else(TestRedis::new, TestRedis::on);
         let (s3, simulator) = tokio::join!(S3Server::start(), Simulator::start(&options.sim_args));
         let admin = bootstrap_admin(&auth_db.url, "admin@e2e.easel.test").await;
 
