@@ -7,6 +7,5 @@ mod errors;
 mod grpc;
 mod redis_outage;
 mod rest;
-mod security_transport;
 mod trace;
 mod up;

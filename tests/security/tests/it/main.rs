@@ -9,3 +9,4 @@
 mod backend_isolation;
 mod host_header;
 mod scopes;
+mod service_identity;
