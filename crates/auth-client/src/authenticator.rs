@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use easel_proto::auth::v1::auth_service_client::AuthServiceClient;
-use easel_proto::auth::v1::{AuthenticateRequest, Principal};
+use easel_proto::auth::v1::{AuthenticateRequest, AuthenticateResponse, Principal};
 use easel_runtime::Shutdown;
 use easel_runtime::error::Error;
 use easel_runtime::grpc::GrpcChannel;
@@ -14,6 +14,8 @@ use tokio::sync::{broadcast, watch};
 use crate::cache::{Lookup, PrincipalCache};
 use crate::{Credential, Revocation, revocation_channel};
 
+/// How long an answered call may stay in the in-flight map (normally it is removed at once).
+const IN_FLIGHT_TTL: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the listener checks its connection is alive.
@@ -57,12 +59,23 @@ pub struct Authenticator {
 struct Inner {
     client: AuthServiceClient<GrpcChannel>,
     cache: PrincipalCache,
+    /// Calls of `Authenticate` in flight, by credential fingerprint: concurrent misses of one
+    /// credential share one call, so an expiring entry (every `unheard_ttl` while Redis is
+    /// down) costs auth one call, not one per request waiting on it.
+    in_flight: moka::future::Cache<[u8; 32], Arc<SharedAnswer>>,
     /// How old a cached principal may be while revocations cannot be heard.
     unheard_ttl: Duration,
     /// Whether a revocation listener was started: then answers are trusted for the full TTL
     /// only while it is subscribed.
     listener: watch::Sender<ListenerState>,
     revocations: broadcast::Sender<Revocation>,
+}
+
+/// One call's answer, shared by its waiters, with the revocation epoch it started in: an
+/// answer fetched across a revocation must not be cached by a waiter who joined after it.
+struct SharedAnswer {
+    epoch: u64,
+    answer: Result<AuthenticateResponse, tonic::Status>,
 }
 
 /// The revocation listener's state.
@@ -102,6 +115,12 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 client,
                 unheard_ttl: config.unheard_ttl.min(config.cache_ttl),
+                // Entries are removed as soon as their call answers; the TTL only bounds a
+                // leftover if a waiter is dropped between the answer and the removal.
+                in_flight: moka::future::Cache::builder()
+                    .max_capacity(config.max_entries)
+                    .time_to_live(IN_FLIGHT_TTL)
+                    .build(),
                 cache: PrincipalCache::new(
                     config.cache_ttl,
                     config.negative_cache_ttl,
@@ -138,14 +157,26 @@ impl Authenticator {
             }
         }
 
-        let epoch = self.inner.cache.epoch();
-        let mut client = self.inner.client.clone();
-        let request = AuthenticateRequest {
-            credential: Some(credential.to_proto()),
+        let call = {
+            let epoch = self.inner.cache.epoch();
+            let mut client = self.inner.client.clone();
+            let request = AuthenticateRequest {
+                credential: Some(credential.to_proto()),
+            };
+            async move {
+                let answer = client
+                    .authenticate(request)
+                    .await
+                    .map(tonic::Response::into_inner);
+                Arc::new(SharedAnswer { epoch, answer })
+            }
         };
-        match client.authenticate(request).await {
+        let shared = self.inner.in_flight.get_with(fingerprint, call).await;
+        self.inner.in_flight.invalidate(&fingerprint).await;
+        let epoch = shared.epoch;
+        match &shared.answer {
             Ok(response) => {
-                let response = response.into_inner();
+                let response = response.clone();
                 let principal = response.principal.ok_or_else(|| {
                     Error::internal(std::io::Error::other(
                         "auth accepted a credential without a principal",
@@ -159,7 +190,7 @@ impl Authenticator {
                 Ok(principal)
             }
             Err(status) => {
-                let error = Error::from_status(&status);
+                let error = Error::from_status(status);
                 self.inner.cache.refuse(fingerprint, &error).await;
                 Err(error)
             }

@@ -125,3 +125,35 @@ async fn refusals_are_cached_briefly_and_expired_credentials_not_past_their_expi
         .unwrap();
     assert_eq!(principal.user_id, user.id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_of_one_credential_share_one_call() {
+    let mut h = Harness::start().await;
+    let user = h.user(Tier::Free).await;
+    let authenticator = h.authenticator(AuthenticatorConfig::default());
+    let calls = || authenticate_calls(&easel_runtime::metrics::render());
+    let before = calls();
+    let credential = Credential::ApiKey(user.key.clone());
+    let answers =
+        futures::future::join_all((0..64).map(|_| authenticator.authenticate(&credential))).await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().user_id, user.id);
+    }
+    // The first miss calls auth; the others wait on its answer (or hit the cache it filled).
+    assert_eq!(
+        calls() - before,
+        1.0,
+        "one Authenticate call for 64 requests"
+    );
+}
+
+/// `Authenticate` calls this process made, from its Prometheus metrics.
+fn authenticate_calls(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("grpc_client_requests_total{") && line.contains("Authenticate")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
