@@ -27,6 +27,9 @@ use super::{
 };
 
 const GROUP: &str = "workers";
+/// The longest a claim blocks on one `XREAD` before it looks again for due retries and idle
+/// entries (which add nothing to the streams to wake it).
+const LONGEST_BLOCK: Duration = Duration::from_secs(1);
 
 const CLAIM: &str = r"
 local group, consumer = ARGV[1], ARGV[2]
@@ -236,10 +239,7 @@ impl RedisQueue {
         Ok(reply)
     }
 
-    async fn blocking_connection(
-        &self,
-        block: Duration,
-    ) -> Result<MultiplexedConnection, QueueError> {
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
         let pooled = self
             .blocking
             .lock()
@@ -253,7 +253,9 @@ impl RedisQueue {
         let timeouts = self.redis.config();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect_timeout))
-            .set_response_timeout(Some(block + timeouts.command_timeout));
+            // Pooled connections serve later claims too: size the deadline for the longest
+            // block any claim asks for, not this one's.
+            .set_response_timeout(Some(LONGEST_BLOCK + timeouts.command_timeout));
         Ok(self
             .redis
             .client()
@@ -263,7 +265,7 @@ impl RedisQueue {
 
     /// Waits until any stream gets an entry newer than `last`, or `block` passes.
     async fn wait_for_entries(&self, last: &[String], block: Duration) -> Result<(), QueueError> {
-        let mut connection = self.blocking_connection(block).await?;
+        let mut connection = self.blocking_connection().await?;
         let mut command = redis::cmd("XREAD");
         command
             .arg("COUNT")
@@ -432,7 +434,7 @@ impl JobQueue for RedisQueue {
             // Wake early for due retries and idle entries, which add nothing to the streams.
             let wait = (deadline - now)
                 .min(self.settings.visibility_timeout / 2)
-                .min(Duration::from_secs(1));
+                .min(LONGEST_BLOCK);
             self.wait_for_entries(&reply.last_ids, wait).await?;
         }
     }
