@@ -288,6 +288,9 @@ impl Worker {
             return;
         }
         let number = row.attempts + 1;
+        // A RUNNING job whose worker stopped: its run may still be on a backend.
+        let orphan = (status == JobStatus::Running)
+            .then(|| crate::model::run_id(&row.id, row.attempts, row.lost_runs));
         let lease_until =
             now_ms + i64::try_from(self.settings.visibility_timeout.as_millis()).unwrap_or(60_000);
         // Take the job under a lease, still PENDING: it becomes RUNNING (and spends its attempt)
@@ -345,6 +348,9 @@ impl Worker {
             running: false,
             stored: Vec::new(),
         };
+        if let Some(orphan) = orphan {
+            run::stop_orphaned_run(&attempt, &orphan).await;
+        }
         if attempt.row.attempts > 0 || attempt.row.lost_runs > 0 {
             // Outputs of an earlier run that died before finishing must not survive it.
             run::delete_artifacts(&attempt, None).await;

@@ -111,7 +111,15 @@ impl Row {
         if self.lost > 0 {
             broken.push(format!("{} of {} jobs lost", self.lost, self.accepted));
         }
-        if self.duplicated > 0 {
+        // Executed twice is a duplicate unless the fault killed the process that held the
+        // first execution's streamed images: then that result died unstored, and the rerun is
+        // the retry that keeps the job from being lost. Stored twice is always a duplicate.
+        let duplicated = if expect.rerun_after_outputs_died {
+            self.stored_twice
+        } else {
+            self.duplicated
+        };
+        if duplicated > 0 {
             broken.push(format!(
                 "{} jobs duplicated ({} executed twice, {} stored twice)",
                 self.duplicated, self.executed_twice, self.stored_twice
@@ -158,6 +166,10 @@ pub struct Expect {
     pub all_succeed: bool,
     /// Every job succeeded on its first attempt (the fault cost no attempt).
     pub first_attempt: bool,
+    /// The fault kills a process that holds a finished run's images in memory (they stream
+    /// from the backend and are never written there), so that run may execute again; its
+    /// result is still stored once.
+    pub rerun_after_outputs_died: bool,
 }
 
 impl Expect {
@@ -165,11 +177,20 @@ impl Expect {
     pub const SUCCEED: Expect = Expect {
         all_succeed: true,
         first_attempt: false,
+        rerun_after_outputs_died: false,
     };
     /// Every accepted job succeeded at its first attempt.
     pub const FIRST_ATTEMPT: Expect = Expect {
         all_succeed: true,
         first_attempt: true,
+        rerun_after_outputs_died: false,
+    };
+    /// Every accepted job succeeded, each stored once; a run whose images died with a killed
+    /// process may have executed again.
+    pub const SUCCEED_AFTER_RERUN: Expect = Expect {
+        all_succeed: true,
+        first_attempt: false,
+        rerun_after_outputs_died: true,
     };
 }
 

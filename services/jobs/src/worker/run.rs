@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use easel_proto::bridge::v1::{
     Queued, RunWorkflowRequest, WaitReason, run_workflow_request, run_workflow_response,
 };
@@ -371,6 +372,7 @@ async fn run_once(
         let message = match message {
             Ok(Some(message)) => message,
             Ok(None) => {
+                stop_orphaned_run(attempt, &attempt.run_id()).await;
                 return Step::Done(Outcome::Failed {
                     error: failure(
                         ErrorCode::Unavailable,
@@ -382,6 +384,9 @@ async fn run_once(
             }
             Err(status) if !attempt.running => return refused(attempt, &status).await,
             Err(status) => {
+                // The bridge went away mid-run; the prompt may still run on ComfyUI. Stop it
+                // before the retry, or the GPU runs the job twice.
+                stop_orphaned_run(attempt, &attempt.run_id()).await;
                 return Step::Done(Outcome::Failed {
                     error: from_status(&status),
                     backend,
@@ -522,7 +527,58 @@ async fn write_progress(
     }
 }
 
-/// Streams one image to storage and describes it as an output.
+/// How long stopping an orphaned run waits for the bridge to come back.
+const ORPHAN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Stops `run_id` wherever it still runs or waits on a backend, once the bridge that drove it
+/// is gone (it died, or the worker did): the bridge's `Interrupt` finds a run it does not know
+/// on the backends' queues. Waits for the bridge up to [`ORPHAN_PATIENCE`]; best effort past
+/// that, since the next run's outputs replace the orphan's anyway.
+pub async fn stop_orphaned_run(attempt: &Attempt, run_id: &str) {
+    let interrupt = || {
+        let mut bridge = attempt.jobs.clients.bridge.clone();
+        let request = easel_proto::bridge::v1::InterruptRequest {
+            run_id: run_id.to_string(),
+        };
+        async move { bridge.interrupt(request).await }
+    };
+    let stopped = interrupt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(2))
+                .without_max_times()
+                .with_total_delay(Some(ORPHAN_PATIENCE)),
+        )
+        .when(|status| unreachable(status.code()) || status.code() == tonic::Code::Unknown)
+        .await;
+    match stopped {
+        Ok(answer) => {
+            tracing::info!(
+                run_id,
+                interrupted = answer.into_inner().interrupted,
+                "orphaned run stopped"
+            );
+        }
+        Err(status) => {
+            tracing::warn!(run_id, code = ?status.code(), "could not stop an orphaned run");
+        }
+    }
+}
+
+/// How long an output waits for storage to come back before the attempt fails.
+const STORAGE_OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether a service's answer means it could not be reached or was overloaded (worth waiting
+/// for), not that it refused the request.
+fn unreachable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted
+    )
+}
+
+/// Streams one image to storage (waiting out a storage outage) and describes it as an output.
 async fn put_output(
     attempt: &mut Attempt,
     image: easel_proto::bridge::v1::OutputImage,
@@ -551,9 +607,27 @@ async fn put_output(
             part: Some(put_artifact_request::Part::Chunk(chunk.to_vec())),
         });
     }
-    let mut storage = attempt.jobs.clients.storage.clone();
-    let artifact = storage
-        .put_artifact(tokio_stream::iter(messages))
+    // The image exists only here (streamed from the backend, never written there): a storage
+    // outage is waited out rather than failing the run, which would run it again on a GPU.
+    let put = || {
+        let mut storage = attempt.jobs.clients.storage.clone();
+        let messages = messages.clone();
+        async move { storage.put_artifact(tokio_stream::iter(messages)).await }
+    };
+    let job_id = attempt.row.id.clone();
+    let artifact = put
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times()
+                .with_total_delay(Some(STORAGE_OUTAGE_PATIENCE)),
+        )
+        .when(|status| unreachable(status.code()))
+        .notify(|status, pause| {
+            tracing::warn!(job_id, code = ?status.code(), ?pause, "storing an output failed; retrying");
+        })
         .await?
         .into_inner()
         .artifact

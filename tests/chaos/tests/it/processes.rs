@@ -4,12 +4,18 @@
 use easel_chaos::{Chaos, Expect, Fault, Setup, Target, assert_promises};
 
 async fn kill_and_terminate(target: Target, setup: Setup) {
+    // Killing the bridge or a worker mid-run loses the images it held (they stream from the
+    // backend and are written nowhere else), so that run may execute again.
+    let expect = match target {
+        Target::Bridge | Target::Jobs | Target::Worker => Expect::SUCCEED_AFTER_RERUN,
+        _ => Expect::SUCCEED,
+    };
     let mut chaos = Chaos::start(setup).await;
     let rows = vec![
         chaos.run(Fault::Kill(target)).await,
         chaos.run(Fault::Term(target)).await,
     ];
-    assert_promises(&rows, Expect::SUCCEED);
+    assert_promises(&rows, expect);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
