@@ -71,35 +71,38 @@ impl Attempt {
         crate::model::run_id(&self.row.id, self.number, self.row.lost_runs)
     }
 
-    /// Applies changes (and an event) while the attempt holds the job; false once it does not.
+    /// Applies changes (and an event) while the attempt holds the job: publishes the event and
+    /// keeps the updated row. `Ok(false)` once the job is not the attempt's any more.
+    async fn transition(
+        &mut self,
+        changes: Vec<(JobColumn, SimpleExpr)>,
+        event: Option<job_event::Kind>,
+    ) -> Result<bool, crate::error::JobsError> {
+        let now = millis(self.jobs.clock.now());
+        let held = run::held(self);
+        match db::transition(&self.jobs.db, &self.row.id, &held, changes, event, now).await? {
+            Some((row, event)) => {
+                if let Some(event) = event {
+                    self.jobs.publish(&event).await;
+                }
+                self.row = row;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// [`Attempt::transition`] where a failed write is only logged: the lease, not this
+    /// write, decides whether the job is still ours. False once it is not.
     async fn change(
-        &self,
+        &mut self,
         changes: Vec<(JobColumn, SimpleExpr)>,
         event: Option<job_event::Kind>,
     ) -> bool {
-        let now = millis(self.jobs.clock.now());
-        match db::transition(
-            &self.jobs.db,
-            &self.row.id,
-            &run::held(self),
-            changes,
-            event,
-            now,
-        )
-        .await
-        {
-            Ok(Some((_, Some(event)))) => {
-                self.jobs.publish(&event).await;
-                true
-            }
-            Ok(Some(_)) => true,
-            Ok(None) => false,
-            Err(error) => {
-                tracing::warn!(job_id = %self.row.id, error = %error, "updating a running job failed");
-                // Keep running: the lease decides whether the job is still ours.
-                true
-            }
-        }
+        self.transition(changes, event).await.unwrap_or_else(|error| {
+            tracing::warn!(job_id = %self.row.id, error = %error, "updating a running job failed");
+            true
+        })
     }
 }
 
@@ -375,7 +378,7 @@ impl Worker {
         self.conclude(attempt, outcome, &delivery).await;
     }
 
-    async fn conclude(&self, attempt: Attempt, outcome: Option<Outcome>, delivery: &Delivery) {
+    async fn conclude(&self, mut attempt: Attempt, outcome: Option<Outcome>, delivery: &Delivery) {
         let jobs = &self.jobs;
         let held = run::held(&attempt);
         match outcome {

@@ -163,34 +163,12 @@ async fn mark_waiting(attempt: &mut Attempt, reason: Option<&str>) -> bool {
         pending_reason: reason.unwrap_or_default().to_string(),
         ..StatusChange::default()
     });
-    let now = millis(attempt.jobs.clock.now());
-    match db::transition(
-        &attempt.jobs.db,
-        &attempt.row.id,
-        &held(attempt),
-        changes,
-        Some(event),
-        now,
-    )
-    .await
-    {
-        Ok(Some((row, event))) => {
-            if let Some(event) = event {
-                attempt.jobs.publish(&event).await;
-            }
-            if reason.is_some() {
-                tracing::info!(reason, "job waiting for a backend");
-            }
-            attempt.row = row;
-            true
-        }
-        Ok(None) => false,
-        Err(error) => {
-            // Only the reason is lost; the lease decides whether the job is still ours.
-            tracing::warn!(job_id = %attempt.row.id, error = %error, "recording a wait failed");
-            true
-        }
+    // A failed write loses only the reason; the lease decides whether the job is still ours.
+    let ours = attempt.change(changes, Some(event)).await;
+    if ours && reason.is_some() {
+        tracing::info!(reason, "job waiting for a backend");
     }
+    ours
 }
 
 /// A backend accepted the run: the job is RUNNING and the attempt spent. False once the job is
@@ -221,26 +199,13 @@ async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
         (JobColumn::Progress, Expr::value(Option::<String>::None)),
     ];
     let event = status_event(JobStatus::Running, None, attempt.number, &queued.backend);
-    match db::transition(
-        &attempt.jobs.db,
-        &attempt.row.id,
-        &held(attempt),
-        changes,
-        Some(event),
-        now,
-    )
-    .await
-    {
-        Ok(Some((row, event))) => {
-            if let Some(event) = event {
-                attempt.jobs.publish(&event).await;
-            }
-            attempt.row = row;
+    match attempt.transition(changes, Some(event)).await {
+        Ok(true) => {
             attempt.running = true;
             tracing::info!(attempt = attempt.number, backend = %queued.backend, "job started");
             true
         }
-        Ok(None) => false,
+        Ok(false) => false,
         Err(error) => {
             tracing::warn!(job_id = %attempt.row.id, error = %error, "starting a job failed");
             false
@@ -274,22 +239,8 @@ async fn lose_run(attempt: &mut Attempt, error: JobError, backend: &str) -> bool
         (JobColumn::Progress, Expr::value(Option::<String>::None)),
     ];
     let event = status_event(JobStatus::Pending, Some(error), attempt.number - 1, backend);
-    let now = millis(attempt.jobs.clock.now());
-    let moved = db::transition(
-        &attempt.jobs.db,
-        &attempt.row.id,
-        &held(attempt),
-        changes,
-        Some(event),
-        now,
-    )
-    .await;
-    match moved {
-        Ok(Some((row, event))) => {
-            if let Some(event) = event {
-                attempt.jobs.publish(&event).await;
-            }
-            attempt.row = row;
+    match attempt.transition(changes, Some(event)).await {
+        Ok(true) => {
             attempt.running = false;
             let stored = std::mem::take(&mut attempt.stored);
             delete_artifacts(attempt, Some(&stored)).await;
@@ -301,7 +252,7 @@ async fn lose_run(attempt: &mut Attempt, error: JobError, backend: &str) -> bool
             );
             true
         }
-        Ok(None) => false,
+        Ok(false) => false,
         Err(error) => {
             tracing::warn!(job_id = %attempt.row.id, error = %error, "returning a lost run failed");
             false
