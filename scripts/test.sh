@@ -26,5 +26,11 @@ buf lint
 echo "== deployment manifests"
 bash scripts/validate-deploy.sh
 
+echo "== build"
+# Every binary the tests run as a process is built here, with the test build's feature set, so
+# no test spends its time budget compiling (see workspace_binary in the test fixtures).
+cargo build --workspace --bins --tests --locked
+export EASEL_TEST_BINARIES_BUILT=1
+
 echo "== tests"
 cargo nextest run --workspace --locked --profile "${EASEL_NEXTEST_PROFILE:-default}"
