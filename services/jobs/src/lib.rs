@@ -16,6 +16,8 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod job;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod positions;

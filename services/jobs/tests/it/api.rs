@@ -468,7 +468,7 @@ async fn cancelling_pending_running_and_finished_jobs() {
         .unwrap();
     let now = millis(harness.clock.now());
     db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         &running.id,
         &Guard::from(&[JobStatus::Pending]),
         vec![
@@ -495,7 +495,7 @@ async fn cancelling_pending_running_and_finished_jobs() {
         .unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled as i32);
     let held = db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         &running.id,
         &Guard::held("worker-test", 1),
         vec![],
@@ -611,7 +611,7 @@ async fn a_terminal_job_shows_final_progress_whatever_its_row_kept() {
         // A row finished before the rule, with its last step's progress kept.
         let now = millis(harness.clock.now());
         db::transition(
-            &harness.jobs.db,
+            harness.jobs.db(),
             &job.id,
             &Guard::from(&[JobStatus::Pending]),
             vec![
