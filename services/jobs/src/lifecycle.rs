@@ -392,38 +392,27 @@ impl Transition {
             job.attempts,
         )
     }
-
-    /// The stored record cannot be decoded (see [`crate::job`]): the job fails, naming why,
-    /// rather than waiting forever for a worker that cannot run it.
-    pub fn fail_corrupt(row: &JobRow, why: &str) -> Transition {
-        let error = JobError {
-            code: "INTERNAL".into(),
-            message: format!("the job's stored record is corrupt: {why}"),
-            ..JobError::default()
-        };
-        let guard = Guard::from(&[JobStatus::Pending, JobStatus::Running]);
-        let mut fail = Transition::new("fail_corrupt", guard)
-            .release()
-            .status(JobStatus::Failed)
-            .set(
-                JobColumn::Error,
-                serde_json::to_string(&error).unwrap_or_default(),
-            );
-        fail.stamp = Some(JobColumn::FinishedAtMs);
-        fail.ends = Some(JobStatus::Failed);
-        fail.event(status_event(
-            JobStatus::Failed,
-            Some(error),
-            row.attempts,
-            &row.backend,
-        ))
-    }
 }
 
 /// Applies `transition` to the job if its guard holds, and publishes the events it stored
 /// (output links signed while the transaction runs, for live watchers; the stored events stay
 /// unsigned since links expire). `None` when the guard did not hold.
 pub async fn apply(jobs: &Jobs, job_id: &str, transition: Transition) -> Result<Option<Moved>> {
+    let Some((row, events)) = write(jobs, job_id, transition).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Moved {
+        job: Job::try_from(row)?,
+        events,
+    }))
+}
+
+/// [`apply`] without decoding the row it leaves.
+async fn write(
+    jobs: &Jobs,
+    job_id: &str,
+    transition: Transition,
+) -> Result<Option<(JobRow, Vec<JobEvent>)>> {
     let now = millis(jobs.clock.now());
     let Transition {
         guard,
@@ -464,10 +453,7 @@ pub async fn apply(jobs: &Jobs, job_id: &str, transition: Transition) -> Result<
         }
     }
     jobs.hub.publish_all(&events).await;
-    Ok(Some(Moved {
-        job: Job::try_from(row)?,
-        events,
-    }))
+    Ok(Some((row, events)))
 }
 
 /// Applies a transition that ends the job (see [`Transition::end`]) and records it: the
@@ -495,6 +481,43 @@ pub async fn finish(jobs: &Jobs, job_id: &str, transition: Transition) -> bool {
         Ok(None) => false,
         Err(error) => {
             tracing::warn!(job_id, transition = name, error = %error, "finishing a job failed");
+            false
+        }
+    }
+}
+
+/// Fails a job whose stored record cannot be decoded (see [`crate::job`]), naming why, rather
+/// than leaving it to wait forever for a worker that cannot run it. Whether it was live.
+pub async fn fail_corrupt(jobs: &Jobs, row: &JobRow, why: &str) -> bool {
+    let error = JobError {
+        code: "INTERNAL".into(),
+        message: format!("the job's stored record is corrupt: {why}"),
+        ..JobError::default()
+    };
+    let guard = Guard::from(&[JobStatus::Pending, JobStatus::Running]);
+    let mut fail = Transition::new("fail_corrupt", guard)
+        .release()
+        .status(JobStatus::Failed)
+        .set(
+            JobColumn::Error,
+            serde_json::to_string(&error).unwrap_or_default(),
+        );
+    fail.stamp = Some(JobColumn::FinishedAtMs);
+    fail = fail.event(status_event(
+        JobStatus::Failed,
+        Some(error),
+        row.attempts,
+        &row.backend,
+    ));
+    match write(jobs, &row.id, fail).await {
+        Ok(failed) => {
+            if failed.is_some() {
+                metrics::counter!(crate::metrics::FINISHED, "status" => "failed").increment(1);
+            }
+            failed.is_some()
+        }
+        Err(error) => {
+            tracing::warn!(job_id = %row.id, error = %error, "failing a corrupt job failed");
             false
         }
     }

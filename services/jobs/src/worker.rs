@@ -277,8 +277,7 @@ impl Worker {
             Ok(job) => Some(job),
             Err(error) => {
                 tracing::error!(error = %error, "a claimed job's record is corrupt; failing it");
-                let fail = Transition::fail_corrupt(&row, &error.to_string());
-                lifecycle::finish(&self.jobs, &row.id, fail).await;
+                lifecycle::fail_corrupt(&self.jobs, &row, &error.to_string()).await;
                 self.ack(delivery).await;
                 None
             }
