@@ -8,8 +8,8 @@ use backon::{ExponentialBuilder, Retryable};
 use std::ops::ControlFlow;
 
 use easel_proto::bridge::v1::{
-    Failed as RunFailed, NodeProgress, Queued, RunWorkflowRequest, RunWorkflowResponse, WaitReason,
-    run_workflow_request, run_workflow_response,
+    Failed as RunFailed, NodeProgress, OutputImage, Queued, RunWorkflowRequest,
+    RunWorkflowResponse, WaitReason, run_workflow_request, run_workflow_response,
 };
 use easel_proto::jobs::v1::{JobError, JobOutput, Progress};
 use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
@@ -506,25 +506,26 @@ fn unreachable(code: tonic::Code) -> bool {
     )
 }
 
-/// Streams one image to storage (waiting out a storage outage) and describes it as an output.
-async fn put_output(
-    attempt: &mut Attempt,
-    image: easel_proto::bridge::v1::OutputImage,
-) -> Result<JobOutput, tonic::Status> {
-    let metadata = &attempt.job.metadata;
-    let mut fields = std::collections::HashMap::new();
-    fields.insert("job_id".to_string(), attempt.job.id.to_string());
-    fields.insert("attempt".to_string(), attempt.number.to_string());
-    fields.insert("index".to_string(), image.index.to_string());
-    fields.insert("node_id".to_string(), image.node_id.clone());
-    fields.insert("filename".to_string(), image.filename.clone());
-    fields.insert("seed".to_string(), metadata.seed.to_string());
+/// The messages that store one image: its header (owner, job, what made it, how long it is
+/// kept), then its bytes in chunks.
+fn upload(attempt: &Attempt, image: &OutputImage) -> Vec<PutArtifactRequest> {
+    let fields = [
+        ("job_id", attempt.job.id.to_string()),
+        ("attempt", attempt.number.to_string()),
+        ("index", image.index.to_string()),
+        ("node_id", image.node_id.clone()),
+        ("filename", image.filename.clone()),
+        ("seed", attempt.job.metadata.seed.to_string()),
+    ];
     let days = u64::try_from(attempt.job.retention_days).unwrap_or_default();
     let header = ArtifactHeader {
         owner: attempt.job.owner.clone(),
         job_id: attempt.job.id.to_string(),
         content_type: image.content_type.clone(),
-        metadata: fields,
+        metadata: fields
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
         ttl: (days > 0).then(|| proto_duration(Duration::from_secs(days * 24 * 3600))),
     };
     let mut messages = vec![PutArtifactRequest {
@@ -535,6 +536,12 @@ async fn put_output(
             part: Some(put_artifact_request::Part::Chunk(chunk.to_vec())),
         });
     }
+    messages
+}
+
+/// Streams one image to storage (waiting out a storage outage) and describes it as an output.
+async fn put_output(attempt: &mut Attempt, image: OutputImage) -> Result<JobOutput, tonic::Status> {
+    let messages = upload(attempt, &image);
     // The image exists only here (streamed from the backend, never written there): a storage
     // outage is waited out rather than failing the run, which would run it again on a GPU.
     let put = || {
