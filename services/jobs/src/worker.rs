@@ -10,7 +10,8 @@
 //! without spending the attempt, up to `max_attempts` such losses (a job that keeps losing
 //! its backend may be what brings it down, so beyond that losses count). Other retryable
 //! failures go back to the queue with backoff and jitter; a shutdown lets running jobs finish
-//! within the grace period and hands back the rest.
+//! within the grace period and hands back the rest. Every one of those moves is a named
+//! [`Transition`] of [`crate::lifecycle`].
 
 pub mod run;
 
@@ -106,13 +107,7 @@ impl Attempt {
 
     /// Ends the job with a transition of [`lifecycle::finish`]; whether the guard held.
     async fn finish(&self, transition: Result<Transition>) -> bool {
-        match transition {
-            Ok(transition) => lifecycle::finish(&self.jobs, self.job.id.as_str(), transition).await,
-            Err(error) => {
-                tracing::warn!(job_id = %self.job.id, error = %error, "finishing a job failed");
-                false
-            }
-        }
+        finish_logged(&self.jobs, self.job.id.as_str(), transition).await
     }
 
     /// Stops this attempt's run on its backend; only a run a backend accepted is stopped by
