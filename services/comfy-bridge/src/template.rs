@@ -1,16 +1,26 @@
 //! Graphs: the parameterized text-to-image template and raw workflows with overrides.
+//!
+//! The text-to-image rules (defaults, the product's caps, tier limits) are the jobs service's:
+//! it resolves every parameter at submit and the bridge trusts what it gets. The bridge checks
+//! only what ComfyUI itself needs: its nodes' input ranges, and what the bridge must carry (a
+//! batch's images travel whole in events). A parameter a direct caller left unset (proto3
+//! zero) still needs a value in the graph, so it gets ComfyUI's usual one.
 
 use easel_proto::jobs::v1::{Sampler, Scheduler, TextToImage, Workflow};
 use serde_json::{Map, Value, json};
 
 use crate::error::BridgeError;
 
-/// Longest prompt accepted, in characters.
-pub const MAX_PROMPT_CHARS: usize = 4000;
 /// Most images in one run (each travels whole in one event).
 pub const MAX_BATCH: u32 = 64;
 /// Most nodes in a raw graph.
 pub const MAX_NODES: usize = 10_000;
+/// `KSampler.steps`' maximum in ComfyUI.
+const COMFY_MAX_STEPS: u32 = 10_000;
+/// `KSampler.cfg`'s range in ComfyUI.
+const COMFY_CFG: std::ops::RangeInclusive<f64> = 0.0..=100.0;
+/// `EmptyLatentImage` sides in ComfyUI: a multiple of 8 in this range (`MAX_RESOLUTION`).
+const COMFY_SIDE: std::ops::RangeInclusive<u32> = 16..=16384;
 
 /// A graph ready for `POST /prompt`, with what the events report about it.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,7 +111,7 @@ fn comfy_name(name: &str, prefix: &str) -> String {
 
 fn dimension(field: &str, value: u32) -> Result<u32, BridgeError> {
     let value = if value == 0 { 1024 } else { value };
-    if !(16..=16384).contains(&value) || value % 8 != 0 {
+    if !COMFY_SIDE.contains(&value) || value % 8 != 0 {
         return Err(invalid(
             field,
             format!("{value} is not a multiple of 8 between 16 and 16384"),
@@ -120,18 +130,6 @@ pub fn text_to_image(
     if request.prompt.trim().is_empty() {
         return Err(invalid("text_to_image.prompt", "is required"));
     }
-    if request.prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(invalid(
-            "text_to_image.prompt",
-            format!("is longer than {MAX_PROMPT_CHARS} characters"),
-        ));
-    }
-    if request.negative_prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(invalid(
-            "text_to_image.negative_prompt",
-            format!("is longer than {MAX_PROMPT_CHARS} characters"),
-        ));
-    }
     let width = dimension("text_to_image.width", request.width)?;
     let height = dimension("text_to_image.height", request.height)?;
     let steps = if request.steps == 0 {
@@ -139,11 +137,14 @@ pub fn text_to_image(
     } else {
         request.steps
     };
-    if steps > 10_000 {
-        return Err(invalid("text_to_image.steps", "must be at most 10000"));
+    if steps > COMFY_MAX_STEPS {
+        return Err(invalid(
+            "text_to_image.steps",
+            format!("must be at most {COMFY_MAX_STEPS}"),
+        ));
     }
     let cfg = request.cfg_scale.unwrap_or(7.0);
-    if !cfg.is_finite() || !(0.0..=100.0).contains(&cfg) {
+    if !cfg.is_finite() || !COMFY_CFG.contains(&cfg) {
         return Err(invalid(
             "text_to_image.cfg_scale",
             "must be between 0 and 100",

@@ -4,7 +4,9 @@
 //!
 //! State changes go through [`transition`]: one conditional update that also bumps the job's
 //! event sequence and appends the event, in one transaction, so the event log has no gap and
-//! no duplicate and a job is never moved twice from the same state.
+//! no duplicate and a job is never moved twice from the same state. Which changes and guards
+//! make up each move of a job is [`crate::lifecycle`]'s; rows become typed jobs in
+//! [`crate::job`].
 
 pub mod batch;
 pub mod entity;
@@ -17,8 +19,8 @@ use easel_proto::jobs::v1::{JobEvent, JobStatus, QueuePosition, job_event};
 use easel_runtime::db::DatabaseConfig;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -84,26 +86,6 @@ pub fn event_row(event: &JobEvent, time_ms: i64) -> Result<event::Model> {
     })
 }
 
-/// Inserts a new job (its `seq` must be 1) with its first event, in one transaction.
-pub async fn insert_job(
-    db: &DatabaseConnection,
-    row: JobRow,
-    first: job_event::Kind,
-) -> Result<JobEvent> {
-    let event = JobEvent {
-        job_id: row.id.clone(),
-        seq: 1,
-        time: Some(timestamp_ms(row.created_at_ms)),
-        kind: Some(first),
-    };
-    let event_model = event_row(&event, row.created_at_ms)?;
-    let txn = db.begin().await?;
-    row.into_active_model().insert(&txn).await?;
-    event_model.into_active_model().insert(&txn).await?;
-    txn.commit().await?;
-    Ok(event)
-}
-
 /// The owner's job; another owner's (or no) job is NOT_FOUND.
 pub async fn find_for_owner(db: &DatabaseConnection, owner: &str, id: &str) -> Result<JobRow> {
     job::Entity::find_by_id(id.to_string())
@@ -140,43 +122,19 @@ pub async fn list_for_owner(
         .await?)
 }
 
-/// The owner's jobs that are PENDING or RUNNING.
-pub async fn count_active(db: &DatabaseConnection, owner: &str) -> Result<u64> {
-    Ok(job::Entity::find()
-        .filter(job::Column::Owner.eq(owner))
-        .filter(job::Column::Status.is_in([
-            status_to_db(JobStatus::Pending),
-            status_to_db(JobStatus::Running),
-        ]))
-        .count(db)
-        .await?)
-}
-
-/// The owner's jobs accepted since `since_ms`.
-pub async fn count_created_since(
-    db: &DatabaseConnection,
-    owner: &str,
-    since_ms: i64,
-) -> Result<u64> {
-    Ok(job::Entity::find()
-        .filter(job::Column::Owner.eq(owner))
-        .filter(job::Column::CreatedAtMs.gte(since_ms))
-        .count(db)
-        .await?)
-}
-
 /// A PENDING job's place in the queue (1 = next): PENDING jobs of a higher priority, or of the
 /// same priority and accepted earlier, go first.
-pub async fn queue_position(db: &DatabaseConnection, row: &JobRow) -> Result<u64> {
+pub async fn queue_position(db: &DatabaseConnection, priority: u8, id: &str) -> Result<u64> {
+    let priority = i32::from(priority);
     let ahead = job::Entity::find()
         .filter(job::Column::Status.eq(status_to_db(JobStatus::Pending)))
         .filter(
             Condition::any()
-                .add(job::Column::Priority.gt(row.priority))
+                .add(job::Column::Priority.gt(priority))
                 .add(
                     Condition::all()
-                        .add(job::Column::Priority.eq(row.priority))
-                        .add(job::Column::Id.lt(row.id.as_str())),
+                        .add(job::Column::Priority.eq(priority))
+                        .add(job::Column::Id.lt(id)),
                 ),
         )
         .count(db)

@@ -67,6 +67,16 @@ pub enum JobsError {
     /// The queue failed.
     #[error("queue: {0}")]
     Queue(#[from] crate::queue::QueueError),
+    /// A stored job's column does not hold what its type says.
+    #[error("job {job_id}: the stored {column} is corrupt: {source}")]
+    CorruptRecord {
+        /// The job.
+        job_id: String,
+        /// The column.
+        column: &'static str,
+        /// What decoding it said.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Anything else that is our fault.
     #[error("{0}")]
     Internal(String),
@@ -140,6 +150,7 @@ impl From<JobsError> for Error {
             JobsError::Queue(error) => {
                 Error::unavailable("the job queue is unavailable, retry later").with_source(error)
             }
+            error @ JobsError::CorruptRecord { .. } => Error::internal(error),
             JobsError::Internal(message) => Error::internal(message),
         }
     }

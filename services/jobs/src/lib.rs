@@ -1,9 +1,11 @@
 //! `easel-jobs`: job records and lifecycle, the durable queue, workers, idempotency, job event
 //! streams and cancellation.
 //!
-//! The database is the source of truth of every job and of its numbered events; the queue
-//! ([`queue`]: Redis Streams, or in process) carries work to the [`worker`]s, and the
-//! [`reconciler`] repairs the queue from the database. The API ([`grpc`], [`service`],
+//! A job is a typed [`job::Job`], decoded from its row in one place; every move of its life is
+//! a named [`lifecycle::Transition`] (guard, columns, events) that the API, the worker and the
+//! reconciler apply. The database is the source of truth of every job and of its numbered
+//! events; the queue ([`queue`]: Redis Streams, or in process) carries work to the
+//! [`worker`]s, and the [`reconciler`] repairs the queue from the database. The API ([`grpc`], [`service`],
 //! [`watch`]) is `easel.jobs.internal.v1.InternalJobService`, called by the gateway with the
 //! authenticated caller. One binary plays the `api`, `worker` or `all` role.
 //!
@@ -16,6 +18,8 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod job;
+pub mod lifecycle;
 pub mod metrics;
 pub mod model;
 pub mod positions;

@@ -7,15 +7,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use easel_proto::jobs::v1::{JobError, JobStatus};
+use easel_proto::jobs::v1::JobStatus;
 use easel_runtime::Shutdown;
 
 use crate::db::{self, Guard, JobRow, idempotency};
 use crate::error::Result;
+use crate::job::Job;
+use crate::lifecycle::{self, Transition, deadline_exceeded};
 use crate::model::millis;
 use crate::queue::{PRIORITY_CLASSES, QueueMessage};
 use crate::service::Jobs;
-use crate::worker::finish;
 
 /// Jobs examined per pass and kind.
 const BATCH: u64 = 500;
@@ -57,23 +58,37 @@ pub async fn run(jobs: Arc<Jobs>, interval: Duration, grace: Duration, shutdown:
     }
 }
 
-async fn requeue_missing(jobs: &Jobs, rows: &[JobRow]) -> Result<usize> {
+/// The queue entry of a row the reconciler found; a corrupt row is enqueued without its trace
+/// (the worker that claims it fails it, naming why).
+fn queue_message(row: JobRow, enqueued_at_ms: i64) -> QueueMessage {
+    let id = row.id.clone();
+    let priority = u8::try_from(row.priority).unwrap_or_default();
+    match Job::try_from(row) {
+        Ok(job) => job.queue_message(enqueued_at_ms),
+        Err(error) => {
+            tracing::warn!(job_id = %id, error = %error, "requeueing a job whose record is corrupt");
+            QueueMessage {
+                job_id: id,
+                priority,
+                trace: Default::default(),
+                enqueued_at_ms,
+            }
+        }
+    }
+}
+
+async fn requeue_missing(jobs: &Jobs, rows: Vec<JobRow>) -> Result<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
     let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
     let known = jobs.queue.contains(&ids).await?;
     let mut requeued = 0;
-    for (row, known) in rows.iter().zip(known) {
+    for (row, known) in rows.into_iter().zip(known) {
         if known {
             continue;
         }
-        let message = QueueMessage {
-            job_id: row.id.clone(),
-            priority: u8::try_from(row.priority).unwrap_or_default(),
-            trace: serde_json::from_str(&row.trace_context).unwrap_or_default(),
-            enqueued_at_ms: millis(jobs.clock.now()),
-        };
+        let message = queue_message(row, millis(jobs.clock.now()));
         jobs.queue.enqueue(&message, Duration::ZERO).await?;
         requeued += 1;
     }
@@ -87,22 +102,21 @@ pub async fn reconcile(jobs: &Arc<Jobs>, grace: Duration) -> Result<Pass> {
     let mut pass = Pass::default();
 
     for row in db::pending_past_deadline(&jobs.db, now, BATCH).await? {
-        let error = JobError {
-            code: "DEADLINE_EXCEEDED".into(),
-            message: "the job did not start before its start timeout".into(),
-            ..JobError::default()
+        let id = row.id.clone();
+        let guard = Guard::from(&[JobStatus::Pending]);
+        let expire = match Job::try_from(row) {
+            Ok(job) => Transition::expire(guard, &job, deadline_exceeded(None)),
+            Err(error) => Err(error),
         };
-        if finish(
-            jobs,
-            &row,
-            Guard::from(&[JobStatus::Pending]),
-            JobStatus::Expired,
-            Some(error),
-            None,
-            Vec::new(),
-        )
-        .await
-        {
+        let expired = match expire {
+            Ok(expire) => lifecycle::finish(jobs, &id, expire).await,
+            Err(error) => {
+                // The worker that claims it fails it, naming why.
+                tracing::warn!(job_id = %id, error = %error, "cannot expire a job");
+                false
+            }
+        };
+        if expired {
             pass.expired += 1;
             metrics::counter!(crate::metrics::RECONCILER_ACTIONS, "action" => "expire")
                 .increment(1);
@@ -110,12 +124,12 @@ pub async fn reconcile(jobs: &Arc<Jobs>, grace: Duration) -> Result<Pass> {
     }
 
     let pending = db::pending_changed_before(&jobs.db, quiet_since, BATCH).await?;
-    pass.requeued_pending = requeue_missing(jobs, &pending).await?;
+    pass.requeued_pending = requeue_missing(jobs, pending).await?;
     metrics::counter!(crate::metrics::RECONCILER_ACTIONS, "action" => "requeue_pending")
         .increment(pass.requeued_pending as u64);
 
     let lapsed = db::running_lease_lapsed(&jobs.db, quiet_since, BATCH).await?;
-    pass.requeued_running = requeue_missing(jobs, &lapsed).await?;
+    pass.requeued_running = requeue_missing(jobs, lapsed).await?;
     metrics::counter!(crate::metrics::RECONCILER_ACTIONS, "action" => "requeue_running")
         .increment(pass.requeued_running as u64);
 

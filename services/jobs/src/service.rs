@@ -1,5 +1,5 @@
 //! The job API's logic behind the gRPC handlers: submit (validation, quotas, idempotency,
-//! insert, enqueue), read, list, cancel, and rendering a record as the public `Job`.
+//! insert, enqueue), read, list, cancel, and rendering a [`Job`] as the public `v1::Job`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,23 +7,18 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use easel_proto::bridge::v1::InterruptRequest;
-use easel_proto::jobs::v1::{
-    Job, JobError, JobEvent, JobMetadata, JobOutput, JobSpec, JobStatus, Progress, StatusChange,
-    SubmitJobRequest, job_event,
-};
+use easel_proto::jobs::v1::{self, JobEvent, JobOutput, JobStatus, SubmitJobRequest};
 use sea_orm::DatabaseConnection;
-use sea_orm::sea_query::Expr;
 
 use crate::clients::Clients;
-use crate::db::{self, Guard, JobColumn, JobRow};
+use crate::db;
 use crate::error::{JobsError, Result};
 use crate::events::EventHub;
-use crate::model::{
-    Caller, Clock, JobId, is_terminal, millis, proto_duration, status_from_db, status_to_db,
-    timestamp_ms,
-};
-use crate::queue::{JobQueue, QueueMessage, priority_class};
-use crate::submit::{Accepted, Submission, Submitter};
+use crate::job::Job;
+use crate::lifecycle::{self, Transition, final_progress, status_event};
+use crate::model::{Caller, Clock, JobId, millis, proto_duration, timestamp_ms};
+use crate::queue::{JobQueue, priority_class};
+use crate::submit::{Accepted, GroupCommit, Submission};
 use crate::validate::{check_policy, validate_submit};
 use easel_workflow_policy::WorkflowPolicy;
 
@@ -42,22 +37,17 @@ pub struct ApiSettings {
     pub workflow_policy: WorkflowPolicy,
 }
 
-/// The jobs service's shared state.
+/// The jobs service's shared state: the API's operations, and what the worker, the
+/// reconciler and the watches of this crate share.
 #[derive(Debug)]
 pub struct Jobs {
-    /// Records.
-    pub db: DatabaseConnection,
-    /// The queue.
-    pub queue: Arc<dyn JobQueue>,
-    /// Live events.
-    pub hub: Arc<EventHub>,
-    /// Other services.
-    pub clients: Clients,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Settings.
-    pub settings: ApiSettings,
-    submitter: Submitter,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) queue: Arc<dyn JobQueue>,
+    pub(crate) hub: Arc<EventHub>,
+    pub(crate) clients: Clients,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: ApiSettings,
+    group_commit: GroupCommit,
     eta: Mutex<Option<(Instant, Option<Duration>)>>,
     snapshots: Mutex<HashMap<String, CachedSnapshot>>,
 }
@@ -67,7 +57,7 @@ pub struct Jobs {
 struct CachedSnapshot {
     seq: i64,
     at: Instant,
-    job: Arc<Job>,
+    job: Arc<v1::Job>,
 }
 
 /// How long a rendered snapshot serves new watches of an unchanged job (its queue position
@@ -76,42 +66,9 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 /// Jobs whose snapshots are kept at most.
 const SNAPSHOT_CACHE: usize = 1024;
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|error| JobsError::Internal(error.to_string()))
-}
-
-fn parse<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
-    text.and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default()
-}
-
 /// A job id a client sent: malformed ids are INVALID_ARGUMENT.
 pub fn parse_job_id(value: &str) -> Result<JobId> {
     JobId::parse(value).ok_or_else(|| JobsError::field("job_id", "is not a job id (job_…)"))
-}
-
-/// The progress of a SUCCEEDED job: complete.
-pub fn final_progress() -> Progress {
-    Progress {
-        percent: 100.0,
-        ..Progress::default()
-    }
-}
-
-/// The status-change event kind.
-pub fn status_event(
-    status: JobStatus,
-    error: Option<JobError>,
-    attempt: i32,
-    backend: &str,
-) -> job_event::Kind {
-    job_event::Kind::StatusChange(StatusChange {
-        status: status as i32,
-        error,
-        attempt: u32::try_from(attempt).unwrap_or_default(),
-        backend: backend.to_string(),
-        pending_reason: String::new(),
-    })
 }
 
 impl Jobs {
@@ -125,7 +82,7 @@ impl Jobs {
         settings: ApiSettings,
     ) -> Jobs {
         Jobs {
-            submitter: Submitter::start(db.clone(), queue.clone(), clients.clone()),
+            group_commit: GroupCommit::start(db.clone(), queue.clone(), clients.clone()),
             db,
             queue,
             hub,
@@ -137,23 +94,43 @@ impl Jobs {
         }
     }
 
+    /// The records, for tools and tests that read them directly.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The queue, for tests that play a worker.
+    pub fn queue(&self) -> &Arc<dyn JobQueue> {
+        &self.queue
+    }
+
+    /// The live event hub, for tests that watch its subscriptions.
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.hub
+    }
+
+    /// One of the caller's jobs; another owner's (or no) job is NOT_FOUND.
+    async fn find_owned(&self, caller: &Caller, id: &JobId) -> Result<Job> {
+        Job::try_from(db::find_for_owner(&self.db, &caller.user_id, id.as_str()).await?)
+    }
+
     /// The job as a watch's first message: rendered once for the watches that open on an
     /// unchanged job within a second (thousands of watchers of one job cost one render).
-    pub async fn snapshot(&self, row: &JobRow) -> Result<Job> {
+    pub async fn snapshot(&self, job: &Job) -> Result<v1::Job> {
         let cached = {
             let snapshots = self
                 .snapshots
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             snapshots
-                .get(&row.id)
-                .filter(|cached| cached.seq == row.seq && cached.at.elapsed() < SNAPSHOT_TTL)
+                .get(job.id.as_str())
+                .filter(|cached| cached.seq == job.seq && cached.at.elapsed() < SNAPSHOT_TTL)
                 .map(|cached| cached.job.clone())
         };
-        if let Some(job) = cached {
-            return Ok(job.as_ref().clone());
+        if let Some(rendered) = cached {
+            return Ok(rendered.as_ref().clone());
         }
-        let job = self.render(row).await?;
+        let rendered = self.render(job).await?;
         let mut snapshots = self
             .snapshots
             .lock()
@@ -163,32 +140,35 @@ impl Jobs {
         }
         if snapshots.len() < SNAPSHOT_CACHE {
             snapshots.insert(
-                row.id.clone(),
+                job.id.to_string(),
                 CachedSnapshot {
-                    seq: row.seq,
+                    seq: job.seq,
                     at: Instant::now(),
-                    job: Arc::new(job.clone()),
+                    job: Arc::new(rendered.clone()),
                 },
             );
         }
-        Ok(job)
+        Ok(rendered)
     }
 
     /// Accepts a job, or returns the one an earlier request with the same idempotency key made
-    /// (`true` = replayed). The write is grouped with concurrent submits ([`crate::submit`]).
-    pub async fn submit(&self, caller: &Caller, request: &SubmitJobRequest) -> Result<(Job, bool)> {
+    /// (`true` = replayed). The write is grouped with concurrent requests ([`crate::submit`]).
+    pub async fn submit(
+        &self,
+        caller: &Caller,
+        request: &SubmitJobRequest,
+    ) -> Result<(v1::Job, bool)> {
         let validated = validate_submit(request, &caller.limits, rand::random::<u64>)?;
         check_policy(&self.settings.workflow_policy, &caller.user_id, &validated)?;
-        let now = self.clock.now();
-        let submission = self.submission(caller, &validated, &JobId::new(), now)?;
-        match self.submitter.submit(submission).await? {
-            Accepted::Created { row, position } => {
-                tracing::info!(job_id = %row.id, owner = %row.owner, priority = row.priority, "job accepted");
-                Ok((self.render_at(&row, position).await?, false))
+        let submission = self.submission(caller, &validated, self.clock.now())?;
+        match self.group_commit.write(submission).await? {
+            Accepted::Created { job, position } => {
+                tracing::info!(job_id = %job.id, owner = %job.owner, priority = job.priority, "job accepted");
+                Ok((self.render_at(&job, position).await?, false))
             }
             Accepted::Replayed { job_id } => {
-                let row = db::find_for_owner(&self.db, &caller.user_id, &job_id).await?;
-                Ok((self.render(&row).await?, true))
+                let job = self.find_owned(caller, &job_id).await?;
+                Ok((self.render(&job).await?, true))
             }
         }
     }
@@ -198,39 +178,35 @@ impl Jobs {
         &self,
         caller: &Caller,
         validated: &crate::validate::Validated,
-        job_id: &JobId,
         now: chrono::DateTime<Utc>,
     ) -> Result<Submission> {
-        let trace = easel_runtime::telemetry::propagation::current_context_map();
-        let trace_id =
-            easel_runtime::telemetry::propagation::current_trace_id().unwrap_or_default();
-        let priority = priority_class(caller.limits.queue_priority);
-        let row = JobRow {
-            id: job_id.to_string(),
+        let now_ms = millis(now);
+        let job = Job {
+            id: JobId::new(),
             owner: caller.user_id.clone(),
-            status: status_to_db(JobStatus::Pending),
-            priority: i32::from(priority),
-            spec: json(&validated.spec)?,
-            metadata: json(&validated.metadata)?,
+            status: JobStatus::Pending,
+            priority: priority_class(caller.limits.queue_priority),
+            spec: validated.spec.clone(),
+            metadata: validated.metadata.clone(),
             attempts: 0,
             max_attempts: i32::try_from(self.settings.max_attempts).unwrap_or(3),
             backend: String::new(),
             progress: None,
             error: None,
-            outputs: "[]".to_string(),
-            excluded_backends: "[]".to_string(),
+            outputs: Vec::new(),
+            excluded_backends: Vec::new(),
             idempotency_key: validated.idempotency_key.clone(),
             request_hash: validated.request_hash.clone(),
-            trace_context: json(&trace)?,
-            trace_id,
+            trace: easel_runtime::telemetry::propagation::current_context_map(),
+            trace_id: easel_runtime::telemetry::propagation::current_trace_id().unwrap_or_default(),
             retention_days: i32::try_from(caller.limits.artifact_retention_days).unwrap_or(0),
-            created_at_ms: millis(now),
-            updated_at_ms: millis(now),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
             started_at_ms: None,
             finished_at_ms: None,
-            start_deadline_ms: validated.start_timeout.map(|timeout| {
-                millis(now) + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2)
-            }),
+            start_deadline_ms: validated
+                .start_timeout
+                .map(|timeout| now_ms + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2)),
             lease_owner: None,
             lease_expires_ms: None,
             seq: 1,
@@ -239,30 +215,25 @@ impl Jobs {
             lost_runs: 0,
         };
         let first = JobEvent {
-            job_id: row.id.clone(),
+            job_id: job.id.to_string(),
             seq: 1,
-            time: Some(timestamp_ms(row.created_at_ms)),
+            time: Some(timestamp_ms(now_ms)),
             kind: Some(status_event(JobStatus::Pending, None, 0, "")),
         };
         Ok(Submission {
-            first_event: db::event_row(&first, row.created_at_ms)?,
-            message: QueueMessage {
-                job_id: row.id.clone(),
-                priority,
-                trace,
-                enqueued_at_ms: millis(now),
-            },
-            row,
+            first_event: db::event_row(&first, now_ms)?,
+            message: job.queue_message(now_ms),
+            row: job.to_row()?,
+            job,
             limits: caller.limits,
             now,
         })
     }
 
     /// One of the caller's jobs.
-    pub async fn get(&self, caller: &Caller, job_id: &str) -> Result<Job> {
-        let id = parse_job_id(job_id)?;
-        let row = db::find_for_owner(&self.db, &caller.user_id, id.as_str()).await?;
-        self.render(&row).await
+    pub async fn get(&self, caller: &Caller, job_id: &str) -> Result<v1::Job> {
+        let job = self.find_owned(caller, &parse_job_id(job_id)?).await?;
+        self.render(&job).await
     }
 
     /// A page of the caller's jobs, newest first.
@@ -272,89 +243,60 @@ impl Jobs {
         statuses: &[JobStatus],
         before: Option<&str>,
         limit: u64,
-    ) -> Result<(Vec<Job>, Option<String>)> {
+    ) -> Result<(Vec<v1::Job>, Option<String>)> {
         let rows =
             db::list_for_owner(&self.db, &caller.user_id, statuses, before, limit + 1).await?;
         let more = rows.len() as u64 > limit;
-        let rows: Vec<JobRow> = rows
+        let jobs = rows
             .into_iter()
             .take(usize::try_from(limit).unwrap_or(0))
-            .collect();
+            .map(Job::try_from)
+            .collect::<Result<Vec<_>>>()?;
         let next = if more {
-            rows.last().map(|row| row.id.clone())
+            jobs.last().map(|job| job.id.to_string())
         } else {
             None
         };
-        let jobs = futures::future::try_join_all(rows.iter().map(|row| self.render(row))).await?;
-        Ok((jobs, next))
+        let rendered =
+            futures::future::try_join_all(jobs.iter().map(|job| self.render(job))).await?;
+        Ok((rendered, next))
     }
 
     /// Cancels a pending or running job; a finished one is FAILED_PRECONDITION.
-    pub async fn cancel(&self, caller: &Caller, job_id: &str) -> Result<Job> {
+    pub async fn cancel(&self, caller: &Caller, job_id: &str) -> Result<v1::Job> {
         let id = parse_job_id(job_id)?;
         // A job may move (PENDING → RUNNING) between our read and our update: read again.
         for _ in 0..5 {
-            let row = db::find_for_owner(&self.db, &caller.user_id, id.as_str()).await?;
-            let status = status_from_db(row.status);
-            if is_terminal(status) {
+            let job = self.find_owned(caller, &id).await?;
+            if job.is_terminal() {
                 return Err(JobsError::FailedPrecondition(format!(
                     "the job is already {}",
-                    status.as_str_name().trim_start_matches("JOB_STATUS_")
+                    job.status.as_str_name().trim_start_matches("JOB_STATUS_")
                 )));
             }
-            let now = millis(self.clock.now());
-            let changes = vec![
-                (
-                    JobColumn::Status,
-                    Expr::value(status_to_db(JobStatus::Cancelled)),
-                ),
-                (JobColumn::FinishedAtMs, Expr::value(now)),
-                (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
-                (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
-                // A terminal job's progress is final: no stale value survives a cancel.
-                (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                (
-                    JobColumn::PendingReason,
-                    Expr::value(Option::<String>::None),
-                ),
-            ];
-            let event = status_event(JobStatus::Cancelled, None, row.attempts, &row.backend);
-            let Some((updated, stored)) = db::transition(
-                &self.db,
-                &row.id,
-                &Guard::from(&[status]),
-                changes,
-                Some(event),
-                now,
-            )
-            .await?
+            let Some(moved) =
+                lifecycle::apply(self, id.as_str(), Transition::cancel(&job)?).await?
             else {
                 continue;
             };
-            if let Some(event) = &stored {
-                self.hub.publish(event).await;
-            }
             metrics::counter!(crate::metrics::FINISHED, "status" => "cancelled").increment(1);
-            if status == JobStatus::Running {
-                self.interrupt(&row).await;
+            if job.status == JobStatus::Running {
+                self.interrupt(&job.run_id(job.attempts)).await;
             }
-            tracing::info!(job_id = %row.id, from = ?status, "job cancelled");
-            return self.render(&updated).await;
+            tracing::info!(job_id = %id, from = ?job.status, "job cancelled");
+            return self.render(&moved.job).await;
         }
         Err(JobsError::Internal(format!("cancelling {id} kept racing")))
     }
 
-    /// Asks the bridge to stop the job's current run (best effort: the worker's own guard
-    /// discards whatever the run still produces).
-    pub async fn interrupt(&self, row: &JobRow) {
+    /// Asks the bridge to stop a run (best effort: the worker's own guard discards whatever
+    /// the run still produces).
+    pub async fn interrupt(&self, run_id: &str) {
         let mut bridge = self.clients.bridge.clone();
-        let run_id = crate::model::run_id(&row.id, row.attempts, row.lost_runs);
-        if let Err(status) = bridge
-            .interrupt(InterruptRequest {
-                run_id: run_id.clone(),
-            })
-            .await
-        {
+        let request = InterruptRequest {
+            run_id: run_id.to_string(),
+        };
+        if let Err(status) = bridge.interrupt(request).await {
             tracing::warn!(run_id, code = ?status.code(), "interrupting a run failed");
         }
     }
@@ -395,71 +337,66 @@ impl Jobs {
         ))
     }
 
-    /// The record as the public `Job`: queue position and ETA while pending, signed links.
-    pub async fn render(&self, row: &JobRow) -> Result<Job> {
-        self.render_at(row, None).await
+    /// The job as the public `Job`: queue position and ETA while pending, signed links.
+    pub async fn render(&self, job: &Job) -> Result<v1::Job> {
+        self.render_at(job, None).await
     }
 
     /// [`Jobs::render`] with the queue position when it is known already.
-    pub async fn render_at(&self, row: &JobRow, position: Option<u64>) -> Result<Job> {
-        let status = status_from_db(row.status);
-        let mut job = Job {
-            id: row.id.clone(),
-            owner: row.owner.clone(),
+    pub async fn render_at(&self, job: &Job, position: Option<u64>) -> Result<v1::Job> {
+        let status = job.status;
+        let mut rendered = v1::Job {
+            id: job.id.to_string(),
+            owner: job.owner.clone(),
             status: status as i32,
-            spec: Some(parse::<JobSpec>(Some(&row.spec))),
+            spec: Some(job.spec.clone()),
             queue_position: 0,
             eta: None,
-            progress: row.progress.as_deref().map(|p| parse::<Progress>(Some(p))),
-            attempts: u32::try_from(row.attempts).unwrap_or_default(),
-            max_attempts: u32::try_from(row.max_attempts).unwrap_or_default(),
-            backend: row.backend.clone(),
-            error: row.error.as_deref().map(|e| parse::<JobError>(Some(e))),
-            outputs: parse::<Vec<JobOutput>>(Some(&row.outputs)),
-            metadata: Some(parse::<JobMetadata>(Some(&row.metadata))),
-            create_time: Some(timestamp_ms(row.created_at_ms)),
-            start_time: row.started_at_ms.map(timestamp_ms),
-            end_time: row.finished_at_ms.map(timestamp_ms),
-            start_deadline: row.start_deadline_ms.map(timestamp_ms),
-            trace_id: row.trace_id.clone(),
-            seq: u64::try_from(row.seq).unwrap_or_default(),
+            progress: job.progress.clone(),
+            attempts: u32::try_from(job.attempts).unwrap_or_default(),
+            max_attempts: u32::try_from(job.max_attempts).unwrap_or_default(),
+            backend: job.backend.clone(),
+            // A retried job's last error is history once it succeeded.
+            error: job.error.clone().filter(|_| status != JobStatus::Succeeded),
+            outputs: job.outputs.clone(),
+            metadata: Some(job.metadata.clone()),
+            create_time: Some(timestamp_ms(job.created_at_ms)),
+            start_time: job.started_at_ms.map(timestamp_ms),
+            end_time: job.finished_at_ms.map(timestamp_ms),
+            start_deadline: job.start_deadline_ms.map(timestamp_ms),
+            trace_id: job.trace_id.clone(),
+            seq: u64::try_from(job.seq).unwrap_or_default(),
             pending_reason: String::new(),
         };
-        if status == JobStatus::Succeeded {
-            // A retried job's last error is history once it succeeded.
-            job.error = None;
-        }
         // A terminal job's progress is final whatever the row holds (rows finished before
         // this rule kept their last value): 100 % when it succeeded, none otherwise.
-        if is_terminal(status) {
-            job.progress = (status == JobStatus::Succeeded).then(final_progress);
-        }
-        if status == JobStatus::Pending {
-            job.pending_reason = row.pending_reason.clone().unwrap_or_default();
+        if job.is_terminal() {
+            rendered.progress = (status == JobStatus::Succeeded).then(final_progress);
         }
         match status {
             JobStatus::Pending => {
+                rendered.pending_reason = job.pending_reason.clone().unwrap_or_default();
                 let position = match position {
                     Some(position) => position,
-                    None => db::queue_position(&self.db, row).await?,
+                    None => db::queue_position(&self.db, job.priority, job.id.as_str()).await?,
                 };
-                job.queue_position = u32::try_from(position).unwrap_or(u32::MAX);
-                job.eta = self.pending_eta(position).await;
+                rendered.queue_position = u32::try_from(position).unwrap_or(u32::MAX);
+                rendered.eta = self.pending_eta(position).await;
             }
-            JobStatus::Running => {
-                if let (Some(average), Some(started)) =
-                    (self.average_run_time().await, row.started_at_ms)
-                {
-                    let elapsed = Duration::from_millis(
-                        u64::try_from(millis(self.clock.now()) - started).unwrap_or_default(),
-                    );
-                    job.eta = Some(proto_duration(average.saturating_sub(elapsed)));
-                }
-            }
+            JobStatus::Running => rendered.eta = self.running_eta(job).await,
             _ => {}
         }
-        self.sign_outputs(&row.owner, &mut job.outputs).await;
-        Ok(job)
+        self.sign_outputs(&job.owner, &mut rendered.outputs).await;
+        Ok(rendered)
+    }
+
+    /// How long a RUNNING job should still take, at the recent average run time.
+    async fn running_eta(&self, job: &Job) -> Option<pbjson_types::Duration> {
+        let (average, started) = (self.average_run_time().await?, job.started_at_ms?);
+        let elapsed = Duration::from_millis(
+            u64::try_from(millis(self.clock.now()) - started).unwrap_or_default(),
+        );
+        Some(proto_duration(average.saturating_sub(elapsed)))
     }
 
     /// Fills the outputs' signed links.

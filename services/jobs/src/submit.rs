@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use easel_proto::account::v1::TierLimits;
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clients::Clients;
@@ -22,7 +22,8 @@ use crate::db::batch::{self, KeyId};
 use crate::db::entity::event;
 use crate::db::{JobRow, idempotency};
 use crate::error::{JobsError, Result};
-use crate::model::millis;
+use crate::job::Job;
+use crate::model::{JobId, millis};
 use crate::queue::{JobQueue, PRIORITY_CLASSES, QueueMessage};
 
 /// How long an idempotency key protects a request.
@@ -37,7 +38,9 @@ const BACKLOG: usize = 4096;
 /// One accepted-for-writing submit: the job as it will be stored.
 #[derive(Debug)]
 pub struct Submission {
-    /// The new job's record (PENDING, seq 1).
+    /// The new job (PENDING, seq 1).
+    pub job: Job,
+    /// Its record, encoded.
     pub row: JobRow,
     /// Its first event, encoded.
     pub first_event: event::Model,
@@ -55,15 +58,15 @@ pub enum Accepted {
     /// A new job, with its place in the queue (1 = next) as the queue saw it when it was
     /// enqueued (`None` when the enqueue failed).
     Created {
-        /// The stored record.
-        row: Box<JobRow>,
+        /// The stored job.
+        job: Box<Job>,
         /// Its queue position.
         position: Option<u64>,
     },
     /// An earlier submit with the same key and request made this job.
     Replayed {
         /// The job's id.
-        job_id: String,
+        job_id: JobId,
     },
 }
 
@@ -72,9 +75,9 @@ struct Waiting {
     reply: oneshot::Sender<Result<Accepted>>,
 }
 
-/// The handle callers submit through; the writer stops when the last handle is dropped.
+/// The handle submits are written through; the writer stops when the last handle is dropped.
 #[derive(Debug)]
-pub struct Submitter {
+pub struct GroupCommit {
     sender: mpsc::Sender<Waiting>,
 }
 
@@ -86,16 +89,20 @@ impl std::fmt::Debug for Waiting {
     }
 }
 
-impl Submitter {
+impl GroupCommit {
     /// Starts the writer task.
-    pub fn start(db: DatabaseConnection, queue: Arc<dyn JobQueue>, clients: Clients) -> Submitter {
+    pub fn start(
+        db: DatabaseConnection,
+        queue: Arc<dyn JobQueue>,
+        clients: Clients,
+    ) -> GroupCommit {
         let (sender, receiver) = mpsc::channel(BACKLOG);
         tokio::spawn(write_batches(db, queue, clients, receiver));
-        Submitter { sender }
+        GroupCommit { sender }
     }
 
     /// Writes one submit with whatever else is waiting.
-    pub async fn submit(&self, submission: Submission) -> Result<Accepted> {
+    pub async fn write(&self, submission: Submission) -> Result<Accepted> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Waiting { submission, reply })
@@ -223,9 +230,12 @@ fn resolve_existing(
         return Err(JobsError::IdempotencyKeyReused);
     }
     if !expired && existing.completed {
-        return Ok(Some(Accepted::Replayed {
+        let job_id = JobId::parse(&existing.job_id).ok_or_else(|| JobsError::CorruptRecord {
             job_id: existing.job_id.clone(),
-        }));
+            column: "job_idempotency_keys.job_id",
+            source: format!("{:?} is not a job id", existing.job_id).into(),
+        })?;
+        return Ok(Some(Accepted::Replayed { job_id }));
     }
     if !(expired || abandoned) {
         return Err(JobsError::IdempotencyKeyInFlight);
@@ -292,173 +302,234 @@ async fn commit(
     db: &DatabaseConnection,
     submissions: &[&Submission],
 ) -> Result<Vec<Result<Accepted>>, DbErr> {
-    let mut outcomes: Vec<Option<Result<Accepted>>> = std::iter::repeat_with(|| None)
-        .take(submissions.len())
-        .collect();
+    let mut commit = Commit {
+        submissions,
+        outcomes: std::iter::repeat_with(|| None)
+            .take(submissions.len())
+            .collect(),
+        existing: HashMap::new(),
+        followers: Vec::new(),
+    };
     let txn = db.begin().await?;
+    let keyed = commit.lead_keys();
+    commit.take_keys(&txn, &keyed).await?;
+    let admitted = commit.admit(&txn).await?;
+    commit.insert(&txn, &admitted).await?;
+    commit.answer_followers();
+    txn.commit().await?;
+    Ok(commit
+        .outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(JobsError::Internal("a submit got no answer".into()))))
+        .collect())
+}
 
-    // Idempotency keys: the first submit of each key in the batch leads (its key is inserted
-    // in one statement with the others, or looked at when someone holds it already); a later
-    // submit of the same key follows its leader once the leader's fate is known.
-    let mut leaders: HashMap<KeyId, usize> = HashMap::new();
-    let mut keyed = Vec::new();
-    let mut followers = Vec::new();
-    for (index, submission) in submissions.iter().enumerate() {
-        if let Some(key) = key_of(submission) {
+/// A batch being written: each submit's answer once it is decided.
+struct Commit<'a> {
+    submissions: &'a [&'a Submission],
+    outcomes: Vec<Option<Result<Accepted>>>,
+    /// Keys someone held before this batch, as they were.
+    existing: HashMap<KeyId, idempotency::KeyRow>,
+    /// Submits that follow an earlier submit of the same key in the batch: (follower, leader).
+    followers: Vec<(usize, usize)>,
+}
+
+impl Commit<'_> {
+    /// Idempotency keys: the first submit of each key in the batch leads (its key is inserted
+    /// in one statement with the others, or looked at when someone holds it already); a later
+    /// submit of the same key follows its leader once the leader's fate is known. Returns the
+    /// leaders.
+    fn lead_keys(&mut self) -> Vec<usize> {
+        let mut leaders: HashMap<KeyId, usize> = HashMap::new();
+        let mut keyed = Vec::new();
+        for (index, submission) in self.submissions.iter().enumerate() {
+            let Some(key) = key_of(submission) else {
+                continue;
+            };
             if let Some(&leader) = leaders.get(&key) {
-                followers.push((index, leader));
-                // Decided below; set now so it is not admitted as a job of its own.
-                outcomes[index] = Some(Err(JobsError::IdempotencyKeyInFlight));
+                self.followers.push((index, leader));
+                // Decided later; set now so it is not admitted as a job of its own.
+                self.outcomes[index] = Some(Err(JobsError::IdempotencyKeyInFlight));
             } else {
                 leaders.insert(key, index);
                 keyed.push(index);
             }
         }
+        keyed
     }
-    let rows: Vec<_> = keyed
-        .iter()
-        .filter_map(|&i| key_row(submissions[i]))
-        .collect();
-    let taken = batch::take_keys(&txn, &rows).await.map_err(database)?;
-    let held: Vec<usize> = keyed
-        .iter()
-        .copied()
-        .filter(|&i| key_of(submissions[i]).is_some_and(|key| !taken.contains(&key)))
-        .collect();
-    let mut existing: HashMap<KeyId, idempotency::KeyRow> = HashMap::new();
-    if !held.is_empty() {
+
+    /// Takes the leaders' keys; a key someone holds already decides its submit (a replay, a
+    /// conflict, or ours to replace when it expired or was abandoned).
+    async fn take_keys<C: ConnectionTrait>(
+        &mut self,
+        txn: &C,
+        keyed: &[usize],
+    ) -> Result<(), DbErr> {
+        let submissions = self.submissions;
+        let rows: Vec<_> = keyed
+            .iter()
+            .filter_map(|&i| key_row(submissions[i]))
+            .collect();
+        let taken = batch::take_keys(txn, &rows).await.map_err(database)?;
+        let held: Vec<usize> = keyed
+            .iter()
+            .copied()
+            .filter(|&i| key_of(submissions[i]).is_some_and(|key| !taken.contains(&key)))
+            .collect();
+        if held.is_empty() {
+            return Ok(());
+        }
         let keys: Vec<KeyId> = held
             .iter()
             .filter_map(|&i| key_of(submissions[i]))
             .collect();
-        existing = batch::find_keys(&txn, &keys)
+        self.existing = batch::find_keys(txn, &keys)
             .await
             .map_err(database)?
             .into_iter()
             .map(|row| ((row.owner.clone(), row.key.clone()), row))
             .collect();
         for index in held {
-            let submission = submissions[index];
-            let Some(row) = key_of(submission).and_then(|key| existing.get(&key)) else {
-                // Deleted between our insert and our read: in flight; a retry wins.
-                outcomes[index] = Some(Err(JobsError::IdempotencyKeyInFlight));
-                continue;
-            };
-            outcomes[index] = match resolve_existing(submission, row) {
-                Ok(None) => {
-                    let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
-                    if idempotency::replace(&txn, row, ours)
-                        .await
-                        .map_err(database)?
-                    {
-                        None
-                    } else {
-                        Some(Err(JobsError::IdempotencyKeyInFlight))
-                    }
-                }
-                Ok(Some(replayed)) => Some(Ok(replayed)),
-                Err(error) => Some(Err(error)),
-            };
+            self.outcomes[index] = self.held_key(txn, submissions[index]).await?;
         }
+        Ok(())
     }
 
-    // Quotas of the submits still making a job, from the owners' counters.
-    let creating: Vec<usize> = (0..submissions.len())
-        .filter(|&i| outcomes[i].is_none())
-        .collect();
-    let day = creating
-        .iter()
-        .map(|&i| day_of(submissions[i].now))
-        .max()
-        .unwrap_or_default();
-    let owners: Vec<String> = creating
-        .iter()
-        .map(|&i| submissions[i].row.owner.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
-    let mut usage = Usage {
-        counters: batch::lock_counters(&txn, &owners)
-            .await
-            .map_err(database)?
+    /// The answer to a submit whose key was held before this batch (`None`: it makes a job).
+    async fn held_key<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        submission: &Submission,
+    ) -> Result<Option<Result<Accepted>>, DbErr> {
+        let Some(row) = key_of(submission).and_then(|key| self.existing.get(&key)) else {
+            // Deleted between our insert and our read: in flight; a retry wins.
+            return Ok(Some(Err(JobsError::IdempotencyKeyInFlight)));
+        };
+        Ok(match resolve_existing(submission, row) {
+            Ok(None) => {
+                let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
+                if idempotency::replace(txn, row, ours)
+                    .await
+                    .map_err(database)?
+                {
+                    None
+                } else {
+                    Some(Err(JobsError::IdempotencyKeyInFlight))
+                }
+            }
+            Ok(Some(replayed)) => Some(Ok(replayed)),
+            Err(error) => Some(Err(error)),
+        })
+    }
+
+    /// Counts the quotas of the submits still making a job, from their owners' counters (and
+    /// the batch itself); returns the admitted ones.
+    async fn admit<C: ConnectionTrait>(&mut self, txn: &C) -> Result<Vec<usize>, DbErr> {
+        let submissions = self.submissions;
+        let creating: Vec<usize> = (0..submissions.len())
+            .filter(|&i| self.outcomes[i].is_none())
+            .collect();
+        let day = creating
+            .iter()
+            .map(|&i| day_of(submissions[i].now))
+            .max()
+            .unwrap_or_default();
+        let owners: Vec<String> = creating
+            .iter()
+            .map(|&i| submissions[i].row.owner.as_str())
+            .collect::<HashSet<_>>()
             .into_iter()
-            .map(|(owner, row)| {
-                let today = if row.day == day { row.day_jobs } else { 0 };
-                (owner, (as_count(row.active), as_count(today)))
-            })
-            .collect(),
-        added: HashMap::new(),
-    };
-    let mut released = Vec::new();
-    let mut admitted = Vec::new();
-    for index in creating {
-        let submission = submissions[index];
-        match usage.admit(submission) {
-            Ok(()) => admitted.push(index),
-            Err(error) => {
-                if let Some(key) = key_of(submission) {
-                    released.push((key, submission.row.id.clone()));
+            .map(str::to_string)
+            .collect();
+        let mut usage = Usage {
+            counters: batch::lock_counters(txn, &owners)
+                .await
+                .map_err(database)?
+                .into_iter()
+                .map(|(owner, row)| {
+                    let today = if row.day == day { row.day_jobs } else { 0 };
+                    (owner, (as_count(row.active), as_count(today)))
+                })
+                .collect(),
+            added: HashMap::new(),
+        };
+        let mut released = Vec::new();
+        let mut admitted = Vec::new();
+        for index in creating {
+            let submission = submissions[index];
+            match usage.admit(submission) {
+                Ok(()) => admitted.push(index),
+                Err(error) => {
+                    if let Some(key) = key_of(submission) {
+                        released.push((key, submission.row.id.clone()));
+                    }
+                    self.outcomes[index] = Some(Err(error));
                 }
-                outcomes[index] = Some(Err(error));
             }
         }
+        batch::release_keys(txn, &released)
+            .await
+            .map_err(database)?;
+        batch::add_to_counters(txn, &usage.added, day)
+            .await
+            .map_err(database)?;
+        Ok(admitted)
     }
-    batch::release_keys(&txn, &released)
-        .await
-        .map_err(database)?;
-    batch::add_to_counters(&txn, &usage.added, day)
-        .await
-        .map_err(database)?;
 
-    // The jobs and their first events.
-    let rows = admitted
-        .iter()
-        .map(|&i| submissions[i].row.clone())
-        .collect();
-    let events = admitted
-        .iter()
-        .map(|&i| submissions[i].first_event.clone())
-        .collect();
-    batch::insert_jobs(&txn, rows, events)
-        .await
-        .map_err(database)?;
-    for &index in &admitted {
-        outcomes[index] = Some(Ok(Accepted::Created {
-            row: Box::new(submissions[index].row.clone()),
-            position: None,
-        }));
+    /// Inserts the admitted jobs and their first events.
+    async fn insert<C: ConnectionTrait>(
+        &mut self,
+        txn: &C,
+        admitted: &[usize],
+    ) -> Result<(), DbErr> {
+        let submissions = self.submissions;
+        let rows = admitted
+            .iter()
+            .map(|&i| submissions[i].row.clone())
+            .collect();
+        let events = admitted
+            .iter()
+            .map(|&i| submissions[i].first_event.clone())
+            .collect();
+        batch::insert_jobs(txn, rows, events)
+            .await
+            .map_err(database)?;
+        for &index in admitted {
+            self.outcomes[index] = Some(Ok(Accepted::Created {
+                job: Box::new(submissions[index].job.clone()),
+                position: None,
+            }));
+        }
+        Ok(())
     }
-    // Followers: the leader's new job is theirs too (same request) once this commits; a key
-    // held before answers them as it answered the leader.
-    for (index, leader) in followers {
-        let submission = submissions[index];
-        let leads = submissions[leader];
-        let made = matches!(outcomes[leader], Some(Ok(Accepted::Created { .. })));
-        let held_row = key_of(submission).and_then(|key| existing.get(&key));
-        outcomes[index] = Some(if made {
-            if leads.row.request_hash == submission.row.request_hash {
-                Ok(Accepted::Replayed {
-                    job_id: leads.row.id.clone(),
-                })
+
+    /// Followers: the leader's new job is theirs too (same request) once this commits; a key
+    /// held before answers them as it answered the leader.
+    fn answer_followers(&mut self) {
+        for (index, leader) in std::mem::take(&mut self.followers) {
+            let submission = self.submissions[index];
+            let leads = self.submissions[leader];
+            let made = matches!(self.outcomes[leader], Some(Ok(Accepted::Created { .. })));
+            let held_row = key_of(submission).and_then(|key| self.existing.get(&key));
+            self.outcomes[index] = Some(if made {
+                if leads.row.request_hash == submission.row.request_hash {
+                    Ok(Accepted::Replayed {
+                        job_id: leads.job.id.clone(),
+                    })
+                } else {
+                    Err(JobsError::IdempotencyKeyReused)
+                }
+            } else if let Some(row) = held_row {
+                match resolve_existing(submission, row) {
+                    Ok(Some(replayed)) => Ok(replayed),
+                    Ok(None) => Err(JobsError::IdempotencyKeyInFlight),
+                    Err(error) => Err(error),
+                }
             } else {
-                Err(JobsError::IdempotencyKeyReused)
-            }
-        } else if let Some(row) = held_row {
-            match resolve_existing(submission, row) {
-                Ok(Some(replayed)) => Ok(replayed),
-                Ok(None) => Err(JobsError::IdempotencyKeyInFlight),
-                Err(error) => Err(error),
-            }
-        } else {
-            Err(JobsError::IdempotencyKeyInFlight)
-        });
+                Err(JobsError::IdempotencyKeyInFlight)
+            });
+        }
     }
-    txn.commit().await?;
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.unwrap_or(Err(JobsError::Internal("a submit got no answer".into()))))
-        .collect())
 }
 
 /// The queue positions of a batch's messages (enqueued in order) from what the queue holds
@@ -495,14 +566,14 @@ fn database(error: JobsError) -> DbErr {
 mod tests {
     use super::*;
 
-    fn row(id: &str, priority: i32) -> JobRow {
-        JobRow {
-            id: id.into(),
+    fn job() -> Job {
+        let row = JobRow {
+            id: JobId::new().into_string(),
             owner: "usr".into(),
             status: 1,
-            priority,
-            spec: String::new(),
-            metadata: String::new(),
+            priority: 1,
+            spec: "{}".into(),
+            metadata: "{}".into(),
             attempts: 0,
             max_attempts: 3,
             backend: String::new(),
@@ -526,7 +597,8 @@ mod tests {
             queue_position: None,
             pending_reason: None,
             lost_runs: 0,
-        }
+        };
+        Job::try_from(row).unwrap()
     }
 
     fn message(id: &str, priority: u8) -> QueueMessage {
@@ -558,7 +630,8 @@ mod tests {
             added: HashMap::new(),
         };
         let submission = |id: &str| Submission {
-            row: row(id, 1),
+            row: job().to_row().unwrap(),
+            job: job(),
             first_event: event::Model {
                 job_id: id.into(),
                 seq: 1,

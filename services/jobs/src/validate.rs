@@ -171,6 +171,10 @@ fn over(field: &str, description: String, limit: &'static str) -> JobsError {
     }
 }
 
+/// Resolves a text-to-image request: every parameter gets its value here, once (defaults, the
+/// product's caps, the tier's limits). The bridge trusts the resolved values and checks only
+/// ComfyUI's own input ranges, which these caps stay inside (e.g. steps: 200 here, 10,000 in
+/// ComfyUI).
 fn text_to_image(
     request: &TextToImage,
     limits: &TierLimits,
@@ -509,6 +513,9 @@ mod tests {
         );
         assert_eq!(resolved.seed, Some(42));
         assert_eq!(resolved.sampler, Sampler::Euler as i32);
+        // Nothing is left for the bridge to fill in.
+        assert_eq!(resolved.scheduler, Scheduler::Normal as i32);
+        assert_eq!((resolved.cfg_scale, resolved.batch_size), (Some(7.0), 1));
         assert_eq!(validated.metadata.seed, 42);
     }
 

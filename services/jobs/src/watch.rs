@@ -18,6 +18,7 @@ use futures::Stream;
 use crate::db;
 use crate::error::{JobsError, Result};
 use crate::events::{HubMessage, Subscription};
+use crate::job::Job;
 use crate::model::{Caller, is_terminal, timestamp};
 use crate::service::{Jobs, parse_job_id};
 
@@ -50,7 +51,8 @@ pub async fn watch(
     let id = parse_job_id(job_id)?;
     let subscription = jobs.hub.subscribe(id.as_str());
     let row = db::find_for_owner(&jobs.db, &caller.user_id, id.as_str()).await?;
-    let last_seq = u64::try_from(row.seq).unwrap_or_default();
+    let job = Job::try_from(row)?;
+    let last_seq = u64::try_from(job.seq).unwrap_or_default();
     if after_seq > last_seq {
         return Err(JobsError::field(
             "after_seq",
@@ -59,7 +61,7 @@ pub async fn watch(
     }
     let mut watcher = Watcher {
         subscription,
-        owner: row.owner.clone(),
+        owner: job.owner.clone(),
         last: after_seq,
         queue: VecDeque::new(),
         more: after_seq < last_seq,
@@ -67,10 +69,10 @@ pub async fn watch(
         jobs,
     };
     if after_seq == 0 {
-        let snapshot = watcher.jobs.snapshot(&row).await?;
+        let snapshot = watcher.jobs.snapshot(&job).await?;
         let time = Some(timestamp(watcher.jobs.clock.now()));
         watcher.push(Box::new(JobEvent {
-            job_id: row.id.clone(),
+            job_id: job.id.to_string(),
             seq: last_seq,
             time,
             kind: Some(job_event::Kind::Snapshot(snapshot)),

@@ -10,28 +10,31 @@
 //! without spending the attempt, up to `max_attempts` such losses (a job that keeps losing
 //! its backend may be what brings it down, so beyond that losses count). Other retryable
 //! failures go back to the queue with backoff and jitter; a shutdown lets running jobs finish
-//! within the grace period and hands back the rest.
+//! within the grace period and hands back the rest. Every one of those moves is a named
+//! [`Transition`] of [`crate::lifecycle`].
 
 pub mod run;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use easel_proto::jobs::v1::{JobError, JobOutput, JobStatus, job_event};
+use easel_proto::jobs::v1::{JobError, JobStatus, job_event};
 use easel_runtime::Shutdown;
 use easel_runtime::telemetry::propagation;
-use sea_orm::sea_query::{Expr, SimpleExpr};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use self::run::Outcome;
-use crate::db::{self, Guard, JobColumn, JobRow};
+use crate::db::{self, Guard};
+use crate::error::Result;
 use crate::events::HubMessage;
-use crate::model::{is_terminal, millis, status_from_db};
-use crate::queue::{Delivery, QueueMessage};
-use crate::service::{Jobs, status_event};
+use crate::job::Job;
+use crate::lifecycle::{self, Transition, deadline_exceeded};
+use crate::model::millis;
+use crate::queue::Delivery;
+use crate::service::Jobs;
 
 /// Settings of the workers.
 #[derive(Clone, Debug)]
@@ -57,8 +60,8 @@ pub struct Attempt {
     jobs: Arc<Jobs>,
     settings: WorkerSettings,
     consumer: String,
-    row: JobRow,
-    /// The attempt's number (the row's `attempts` once RUNNING, one less before).
+    job: Job,
+    /// The attempt's number (the job's `attempts` once RUNNING, one less before).
     number: i32,
     /// Whether a backend accepted the run (the job is RUNNING).
     running: bool,
@@ -68,24 +71,25 @@ pub struct Attempt {
 
 impl Attempt {
     fn run_id(&self) -> String {
-        crate::model::run_id(&self.row.id, self.number, self.row.lost_runs)
+        self.job.run_id(self.number)
     }
 
-    /// Applies changes (and an event) while the attempt holds the job: publishes the event and
-    /// keeps the updated row. `Ok(false)` once the job is not the attempt's any more.
-    async fn transition(
-        &mut self,
-        changes: Vec<(JobColumn, SimpleExpr)>,
-        event: Option<job_event::Kind>,
-    ) -> Result<bool, crate::error::JobsError> {
-        let now = millis(self.jobs.clock.now());
-        let held = run::held(self);
-        match db::transition(&self.jobs.db, &self.row.id, &held, changes, event, now).await? {
-            Some((row, event)) => {
-                if let Some(event) = event {
-                    self.jobs.publish(&event).await;
-                }
-                self.row = row;
+    /// The guard of this attempt's writes: RUNNING at its number once a backend accepted the
+    /// run, PENDING under its lease before.
+    fn guard(&self) -> Guard {
+        if self.running {
+            Guard::held(&self.consumer, self.number)
+        } else {
+            Guard::waiting(&self.consumer)
+        }
+    }
+
+    /// Applies a transition while the attempt holds the job, keeping the job as it is now.
+    /// `Ok(false)` once the job is not the attempt's any more.
+    async fn transition(&mut self, transition: Result<Transition>) -> Result<bool> {
+        match lifecycle::apply(&self.jobs, self.job.id.as_str(), transition?).await? {
+            Some(moved) => {
+                self.job = moved.job;
                 Ok(true)
             }
             None => Ok(false),
@@ -94,15 +98,31 @@ impl Attempt {
 
     /// [`Attempt::transition`] where a failed write is only logged: the lease, not this
     /// write, decides whether the job is still ours. False once it is not.
-    async fn change(
-        &mut self,
-        changes: Vec<(JobColumn, SimpleExpr)>,
-        event: Option<job_event::Kind>,
-    ) -> bool {
-        self.transition(changes, event).await.unwrap_or_else(|error| {
-            tracing::warn!(job_id = %self.row.id, error = %error, "updating a running job failed");
+    async fn change(&mut self, transition: Result<Transition>) -> bool {
+        self.transition(transition).await.unwrap_or_else(|error| {
+            tracing::warn!(job_id = %self.job.id, error = %error, "updating a running job failed");
             true
         })
+    }
+
+    /// Ends the job with a transition of [`lifecycle::finish`]; whether the guard held.
+    async fn finish(&self, transition: Result<Transition>) -> bool {
+        finish_logged(&self.jobs, self.job.id.as_str(), transition).await
+    }
+
+    /// Stops this attempt's run on its backend; only a run a backend accepted is stopped by
+    /// id: before that, the dropped bridge call ends it, and the id may already be the next
+    /// holder's.
+    async fn interrupt(&self) {
+        if self.running {
+            self.jobs.interrupt(&self.run_id()).await;
+        }
+    }
+
+    /// Deletes what this attempt stored.
+    async fn discard_outputs(&mut self) {
+        let stored = std::mem::take(&mut self.stored);
+        run::delete_artifacts(self, Some(&stored)).await;
     }
 }
 
@@ -210,161 +230,127 @@ impl Worker {
     }
 
     async fn handle_inner(&self, delivery: Delivery, abort: CancellationToken) {
-        let jobs = &self.jobs;
         if delivery.deliveries > 1 {
             metrics::counter!(crate::metrics::RECLAIMS).increment(1);
         }
-        let now = jobs.clock.now();
-        let waited = (millis(now) - delivery.message.enqueued_at_ms).max(0);
+        let now = millis(self.jobs.clock.now());
+        let waited = (now - delivery.message.enqueued_at_ms).max(0);
         metrics::histogram!(crate::metrics::QUEUE_WAIT).record(waited as f64 / 1000.0);
-        let row = match db::find(&jobs.db, &delivery.message.job_id).await {
+        let Some(job) = self.read_claimed(&delivery).await else {
+            return;
+        };
+        if self.settle(&job, now).await {
+            self.ack(&delivery).await;
+            return;
+        }
+        // Taking can only fail when the job was cancelled, or taken by another worker, between
+        // our read and our update (or the write failed: then the entry is reclaimed later).
+        match self.take(&job, now).await {
+            Ok(Some(attempt)) => self.run_attempt(attempt, delivery, abort).await,
+            Ok(None) => self.ack(&delivery).await,
+            Err(error) => tracing::warn!(error = %error, "taking a job failed"),
+        }
+    }
+
+    /// The job a delivery names; `None` when there is nothing to run (the delivery is acked
+    /// unless a retry may find it). A record that does not decode fails the job, naming why.
+    async fn read_claimed(&self, delivery: &Delivery) -> Option<Job> {
+        let row = match db::find(&self.jobs.db, &delivery.message.job_id).await {
             Ok(Some(row)) => row,
             Ok(None) => {
                 tracing::warn!("a queued job has no record; dropping the entry");
-                self.ack(&delivery).await;
-                return;
+                self.ack(delivery).await;
+                return None;
             }
             Err(error) => {
                 // Leave the entry: it is reclaimed after the visibility timeout.
                 tracing::warn!(error = %error, "reading a claimed job failed");
-                return;
+                return None;
             }
         };
-        let status = status_from_db(row.status);
-        let now_ms = millis(now);
-        if is_terminal(status) {
-            self.ack(&delivery).await;
-            return;
+        match Job::try_from(row.clone()) {
+            Ok(job) => Some(job),
+            Err(error) => {
+                tracing::error!(error = %error, "a claimed job's record is corrupt; failing it");
+                lifecycle::fail_corrupt(&self.jobs, &row, &error.to_string()).await;
+                self.ack(delivery).await;
+                None
+            }
         }
-        if row.lease_expires_ms.is_some_and(|until| until >= now_ms) {
+    }
+
+    /// Settles a claimed job that must not run: over, held by another worker, past its start
+    /// deadline, or out of attempts. True when it was one of those.
+    async fn settle(&self, job: &Job, now_ms: i64) -> bool {
+        if job.is_terminal() {
+            return true;
+        }
+        if job.is_leased_at(now_ms) {
             // Another worker holds it (running, or waiting for a backend); its lease (and the
             // reconciler) cover its failure.
-            self.ack(&delivery).await;
-            return;
+            return true;
         }
-        if status == JobStatus::Pending
-            && row
-                .start_deadline_ms
-                .is_some_and(|deadline| deadline < now_ms)
-        {
-            let error = JobError {
-                code: "DEADLINE_EXCEEDED".into(),
-                message: "the job did not start before its start timeout".into(),
-                ..JobError::default()
-            };
-            finish(
-                jobs,
-                &row,
+        let id = job.id.as_str();
+        if job.status == JobStatus::Pending && job.start_deadline_passed(now_ms) {
+            let expire = Transition::expire(
                 Guard::from(&[JobStatus::Pending]),
-                JobStatus::Expired,
-                Some(error),
-                None,
-                Vec::new(),
-            )
-            .await;
-            self.ack(&delivery).await;
-            return;
+                job,
+                deadline_exceeded(None),
+            );
+            finish_logged(&self.jobs, id, expire).await;
+            return true;
         }
-        if row.attempts >= row.max_attempts {
-            let mut error: JobError = row
-                .error
-                .as_deref()
-                .and_then(|e| serde_json::from_str(e).ok())
-                .unwrap_or_default();
-            error.message = format!("gave up after {} attempts: {}", row.attempts, error.message);
-            if error.code.is_empty() {
-                error.code = "UNAVAILABLE".into();
-            }
-            let mut guard = Guard::from(&[JobStatus::Pending]);
-            guard.or_lease_lapsed_before = Some(now_ms);
-            finish(
-                jobs,
-                &row,
-                guard,
-                JobStatus::Failed,
-                Some(error),
-                None,
-                Vec::new(),
-            )
-            .await;
-            self.ack(&delivery).await;
-            return;
+        if job.attempts >= job.max_attempts {
+            finish_logged(&self.jobs, id, Transition::give_up(job, now_ms)).await;
+            return true;
         }
-        let number = row.attempts + 1;
+        false
+    }
+
+    /// Takes the job under this worker's lease (see [`Transition::take`]) for its next attempt,
+    /// stopping what an earlier attempt left behind; `None` when another took it first.
+    async fn take(&self, job: &Job, now_ms: i64) -> Result<Option<Attempt>> {
         // A RUNNING job whose worker stopped: its run may still be on a backend.
-        let orphan = (status == JobStatus::Running)
-            .then(|| crate::model::run_id(&row.id, row.attempts, row.lost_runs));
-        let lease_until =
-            now_ms + i64::try_from(self.settings.visibility_timeout.as_millis()).unwrap_or(60_000);
-        // Take the job under a lease, still PENDING: it becomes RUNNING (and spends its attempt)
-        // when a backend accepts the run. A RUNNING job whose worker stopped renewing its lease
-        // goes back to PENDING (its attempt stays spent), which watchers are told.
-        let (guard, event) = if status == JobStatus::Running {
-            let guard = Guard {
-                or_lease_lapsed_before: Some(now_ms),
-                ..Guard::default()
-            };
-            let event = status_event(JobStatus::Pending, None, row.attempts, &row.backend);
-            (guard, Some(event))
-        } else {
-            let guard = Guard {
-                statuses: vec![JobStatus::Pending],
-                or_lease_lapsed_before: Some(now_ms),
-                ..Guard::default()
-            };
-            (guard, None)
+        let orphan = (job.status == JobStatus::Running).then(|| job.run_id(job.attempts));
+        let lease_until = now_ms + lease_ms(&self.settings);
+        let take = Transition::take(job, &self.consumer, lease_until, now_ms);
+        let Some(moved) = lifecycle::apply(&self.jobs, job.id.as_str(), take).await? else {
+            return Ok(None);
         };
-        let changes = vec![
-            (
-                JobColumn::Status,
-                Expr::value(crate::model::status_to_db(JobStatus::Pending)),
-            ),
-            (JobColumn::LeaseOwner, Expr::value(self.consumer.clone())),
-            (JobColumn::LeaseExpiresMs, Expr::value(lease_until)),
-            (JobColumn::Progress, Expr::value(Option::<String>::None)),
-        ];
-        let taken = db::transition(&jobs.db, &row.id, &guard, changes, event, now_ms).await;
-        let row = match taken {
-            Ok(Some((row, event))) => {
-                if let Some(event) = event {
-                    jobs.publish(&event).await;
-                }
-                row
-            }
-            Ok(None) => {
-                // Cancelled, or taken by another worker, between our read and our update.
-                self.ack(&delivery).await;
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, "taking a job failed");
-                return;
-            }
-        };
-        tracing::debug!(attempt = number, "job taken");
-        let mut attempt = Attempt {
-            jobs: jobs.clone(),
+        let attempt = Attempt {
+            jobs: self.jobs.clone(),
             settings: self.settings.clone(),
             consumer: self.consumer.clone(),
-            row,
-            number,
+            number: moved.job.attempts + 1,
+            job: moved.job,
             running: false,
             stored: Vec::new(),
         };
+        tracing::debug!(attempt = attempt.number, "job taken");
         if let Some(orphan) = orphan {
             run::stop_orphaned_run(&attempt, &orphan).await;
         }
-        if attempt.row.attempts > 0 || attempt.row.lost_runs > 0 {
+        if attempt.job.attempts > 0 || attempt.job.lost_runs > 0 {
             // Outputs of an earlier run that died before finishing must not survive it.
             run::delete_artifacts(&attempt, None).await;
         }
+        Ok(Some(attempt))
+    }
+
+    /// Runs a taken attempt with its heartbeat, and concludes it.
+    async fn run_attempt(
+        &self,
+        mut attempt: Attempt,
+        delivery: Delivery,
+        abort: CancellationToken,
+    ) {
         metrics::gauge!(crate::metrics::IN_PROGRESS).increment(1.0);
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
-            jobs.clone(),
+            self.jobs.clone(),
             self.settings.clone(),
             self.consumer.clone(),
-            attempt.row.id.clone(),
+            attempt.job.id.to_string(),
             delivery.clone(),
             lost.clone(),
         ));
@@ -375,271 +361,89 @@ impl Worker {
         };
         heartbeat.abort();
         metrics::gauge!(crate::metrics::IN_PROGRESS).decrement(1.0);
-        self.conclude(attempt, outcome, &delivery).await;
-    }
-
-    async fn conclude(&self, mut attempt: Attempt, outcome: Option<Outcome>, delivery: &Delivery) {
-        let jobs = &self.jobs;
-        let held = run::held(&attempt);
         match outcome {
-            None => {
-                // Shutting down: stop the run, hand the job back without using up an attempt.
-                // (A run no backend accepted yet ends with its dropped bridge call.)
-                if attempt.running {
-                    jobs.interrupt(&attempt.row_at_attempt()).await;
-                }
-                run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
-                let changes = vec![
-                    (
-                        JobColumn::Status,
-                        Expr::value(crate::model::status_to_db(JobStatus::Pending)),
-                    ),
-                    (JobColumn::Attempts, Expr::value(attempt.number - 1)),
-                    (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
-                    (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
-                    (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                    (
-                        JobColumn::PendingReason,
-                        Expr::value(Option::<String>::None),
-                    ),
-                ];
-                // Watchers hear of it when something they saw changes.
-                let visible = attempt.running || attempt.row.pending_reason.is_some();
-                let event =
-                    visible.then(|| status_event(JobStatus::Pending, None, attempt.number - 1, ""));
-                if attempt.change(changes, event).await {
-                    self.requeue(&attempt.row, Duration::ZERO).await;
-                }
-                self.ack(delivery).await;
-                tracing::info!("job returned to the queue at shutdown");
-            }
+            None => self.hand_back(attempt).await,
             Some(Outcome::Lost) => {
-                // Only a run a backend accepted is stopped by id: before that, the dropped
-                // bridge call ends it, and the id may already be the next holder's.
-                if attempt.running {
-                    jobs.interrupt(&attempt.row_at_attempt()).await;
-                }
-                run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
-                self.ack(delivery).await;
+                attempt.interrupt().await;
+                attempt.discard_outputs().await;
                 tracing::info!("job left this worker (cancelled or taken over)");
             }
             Some(Outcome::Expired) => {
-                let error = JobError {
-                    code: "DEADLINE_EXCEEDED".into(),
-                    message: "the job did not start before its start timeout (no backend \
-                              could take it)"
-                        .into(),
-                    ..JobError::default()
-                };
-                finish(
-                    jobs,
-                    &attempt.row,
-                    held,
-                    JobStatus::Expired,
-                    Some(error),
-                    None,
-                    Vec::new(),
-                )
-                .await;
-                self.ack(delivery).await;
+                let error = deadline_exceeded(Some("no backend could take it"));
+                attempt
+                    .finish(Transition::expire(attempt.guard(), &attempt.job, error))
+                    .await;
             }
             Some(Outcome::Succeeded { outputs }) => {
-                // The outputs and the final status in one transaction: watchers get every
-                // output event, then SUCCEEDED, from one commit.
-                let finished = finish(
-                    jobs,
-                    &attempt.row,
-                    held,
-                    JobStatus::Succeeded,
-                    None,
-                    Some(outputs),
-                    Vec::new(),
-                )
-                .await;
-                if !finished {
-                    run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
+                let succeed = Transition::succeed(attempt.guard(), &attempt.job, outputs);
+                if !attempt.finish(succeed).await {
+                    attempt.discard_outputs().await;
                 }
-                self.ack(delivery).await;
             }
             Some(Outcome::Failed { error, backend }) => {
-                metrics::counter!(crate::metrics::FAILURES, "reason" => error.code.clone(), "retryable" => error.retryable.to_string()).increment(1);
-                run::delete_artifacts(&attempt, Some(&attempt.stored)).await;
-                let more = attempt.number < attempt.row.max_attempts;
-                // A failure before a backend accepted the run (e.g. the graph was refused)
-                // spends the attempt too: the row is brought to it either way.
-                let spent = (JobColumn::Attempts, Expr::value(attempt.number));
-                if error.retryable && more {
-                    let mut excluded: Vec<String> =
-                        serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
-                    if !backend.is_empty() && !excluded.contains(&backend) {
-                        excluded.push(backend.clone());
-                    }
-                    let changes = vec![
-                        (
-                            JobColumn::Status,
-                            Expr::value(crate::model::status_to_db(JobStatus::Pending)),
-                        ),
-                        spent,
-                        (
-                            JobColumn::Error,
-                            Expr::value(serde_json::to_string(&error).ok()),
-                        ),
-                        (
-                            JobColumn::ExcludedBackends,
-                            Expr::value(serde_json::to_string(&excluded).unwrap_or_default()),
-                        ),
-                        (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
-                        (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
-                        (JobColumn::Progress, Expr::value(Option::<String>::None)),
-                        (
-                            JobColumn::PendingReason,
-                            Expr::value(Option::<String>::None),
-                        ),
-                    ];
-                    let event = status_event(
-                        JobStatus::Pending,
-                        Some(error.clone()),
-                        attempt.number,
-                        &backend,
-                    );
-                    if attempt.change(changes, Some(event)).await {
-                        let delay =
-                            backoff(&self.settings, u32::try_from(attempt.number).unwrap_or(1));
-                        metrics::counter!(crate::metrics::RETRIES).increment(1);
-                        tracing::info!(code = %error.code, backend = %backend, delay_ms = delay.as_millis() as u64, "run failed, retrying");
-                        self.requeue(&attempt.row, delay).await;
-                    }
-                } else {
-                    tracing::info!(code = %error.code, backend = %backend, retryable = error.retryable, "job failed");
-                    finish(
-                        jobs,
-                        &attempt.row_at_attempt(),
-                        held,
-                        JobStatus::Failed,
-                        Some(error),
-                        None,
-                        vec![spent],
-                    )
-                    .await;
-                }
-                self.ack(delivery).await;
+                self.failed(attempt, error, backend).await;
             }
+        }
+        self.ack(&delivery).await;
+    }
+
+    /// Shutting down: stops the run and hands the job back without using up an attempt.
+    async fn hand_back(&self, mut attempt: Attempt) {
+        attempt.interrupt().await;
+        attempt.discard_outputs().await;
+        // Watchers hear of it when something they saw changes.
+        let visible = attempt.running || attempt.job.pending_reason.is_some();
+        let hand_back = Transition::hand_back(attempt.guard(), attempt.number, visible);
+        if attempt.change(Ok(hand_back)).await {
+            self.requeue(&attempt.job, Duration::ZERO).await;
+        }
+        tracing::info!("job returned to the queue at shutdown");
+    }
+
+    /// The attempt failed: back to the queue with backoff while it is retryable and attempts
+    /// are left, else the job fails. A failure before a backend accepted the run (e.g. the
+    /// graph was refused) spends the attempt too.
+    async fn failed(&self, mut attempt: Attempt, error: JobError, backend: String) {
+        metrics::counter!(crate::metrics::FAILURES, "reason" => error.code.clone(), "retryable" => error.retryable.to_string()).increment(1);
+        attempt.discard_outputs().await;
+        let (guard, number) = (attempt.guard(), attempt.number);
+        if !(error.retryable && number < attempt.job.max_attempts) {
+            tracing::info!(code = %error.code, backend = %backend, retryable = error.retryable, "job failed");
+            attempt
+                .finish(Transition::fail(guard, &attempt.job, number, error))
+                .await;
+            return;
+        }
+        let retry = Transition::retry(guard, &attempt.job, number, &error, &backend);
+        if attempt.change(retry).await {
+            let delay = backoff(&self.settings, u32::try_from(number).unwrap_or(1));
+            metrics::counter!(crate::metrics::RETRIES).increment(1);
+            tracing::info!(code = %error.code, backend = %backend, delay_ms = delay.as_millis() as u64, "run failed, retrying");
+            self.requeue(&attempt.job, delay).await;
         }
     }
 
-    async fn requeue(&self, row: &JobRow, delay: Duration) {
-        let message = QueueMessage {
-            job_id: row.id.clone(),
-            priority: u8::try_from(row.priority).unwrap_or_default(),
-            trace: serde_json::from_str(&row.trace_context).unwrap_or_default(),
-            enqueued_at_ms: millis(self.jobs.clock.now())
-                + i64::try_from(delay.as_millis()).unwrap_or(0),
-        };
+    async fn requeue(&self, job: &Job, delay: Duration) {
+        let enqueued_at_ms =
+            millis(self.jobs.clock.now()) + i64::try_from(delay.as_millis()).unwrap_or(0);
+        let message = job.queue_message(enqueued_at_ms);
         if let Err(error) = self.jobs.queue.enqueue(&message, delay).await {
-            tracing::warn!(job_id = %row.id, error = %error, "re-enqueue failed; the reconciler will retry");
+            tracing::warn!(job_id = %job.id, error = %error, "re-enqueue failed; the reconciler will retry");
         }
     }
 }
 
-impl Attempt {
-    /// The row as of this attempt (its run id, its attempt number in events).
-    fn row_at_attempt(&self) -> JobRow {
-        let mut row = self.row.clone();
-        row.attempts = self.number;
-        row
-    }
+/// A lease's length in milliseconds.
+fn lease_ms(settings: &WorkerSettings) -> i64 {
+    i64::try_from(settings.visibility_timeout.as_millis()).unwrap_or(60_000)
 }
 
-/// Moves a job to a terminal status under `guard` (with its outputs, each an event before the
-/// status change, and any `extra` changes), publishes it, records metrics and usage. Returns
-/// whether the guard held.
-///
-/// A terminal job's progress is final: 100 % when it succeeded, none otherwise (a stale value
-/// of the last step would read as a job stuck short of done).
-pub async fn finish(
-    jobs: &Arc<Jobs>,
-    row: &JobRow,
-    guard: Guard,
-    status: JobStatus,
-    error: Option<JobError>,
-    outputs: Option<Vec<JobOutput>>,
-    extra: Vec<(JobColumn, SimpleExpr)>,
-) -> bool {
-    let now = millis(jobs.clock.now());
-    let progress = (status == JobStatus::Succeeded)
-        .then(|| serde_json::to_string(&crate::service::final_progress()).ok())
-        .flatten();
-    let mut changes = vec![
-        (
-            JobColumn::Status,
-            Expr::value(crate::model::status_to_db(status)),
-        ),
-        (JobColumn::FinishedAtMs, Expr::value(now)),
-        (JobColumn::LeaseOwner, Expr::value(Option::<String>::None)),
-        (JobColumn::LeaseExpiresMs, Expr::value(Option::<i64>::None)),
-        (JobColumn::Progress, Expr::value(progress)),
-        (
-            JobColumn::PendingReason,
-            Expr::value(Option::<String>::None),
-        ),
-    ];
-    changes.extend(extra);
-    if let Some(error) = &error {
-        changes.push((
-            JobColumn::Error,
-            Expr::value(serde_json::to_string(error).ok()),
-        ));
-    }
-    let mut events = Vec::new();
-    if let Some(outputs) = outputs {
-        changes.push((
-            JobColumn::Outputs,
-            Expr::value(serde_json::to_string(&outputs).unwrap_or_else(|_| "[]".into())),
-        ));
-        events.extend(outputs.into_iter().map(job_event::Kind::Output));
-    }
-    events.push(status_event(status, error, row.attempts, &row.backend));
-    // Output links are signed once, while the transaction runs, for every live watcher; the
-    // stored events stay unsigned (links expire) and watchers reading the table sign their own.
-    let mut signed: Vec<JobOutput> = events
-        .iter()
-        .filter_map(|event| match event {
-            job_event::Kind::Output(output) => Some(output.clone()),
-            _ => None,
-        })
-        .collect();
-    let (stored, ()) = tokio::join!(
-        db::transition_with_events(&jobs.db, &row.id, &guard, changes, events, now),
-        jobs.sign_outputs(&row.owner, &mut signed),
-    );
-    match stored {
-        Ok(Some((row, mut events))) => {
-            let mut signed = signed.into_iter();
-            for event in &mut events {
-                if let Some(job_event::Kind::Output(output)) = &mut event.kind
-                    && let Some(with_link) = signed.next()
-                {
-                    *output = with_link;
-                }
-            }
-            jobs.hub.publish_all(&events).await;
-            let label = status
-                .as_str_name()
-                .trim_start_matches("JOB_STATUS_")
-                .to_ascii_lowercase();
-            metrics::counter!(crate::metrics::FINISHED, "status" => label.clone()).increment(1);
-            if let Some(started) = row.started_at_ms {
-                let seconds = (now - started).max(0) as f64 / 1000.0;
-                metrics::histogram!(crate::metrics::JOB_DURATION, "status" => label)
-                    .record(seconds);
-                jobs.clients.record_usage(&row.owner, 0, seconds);
-            }
-            tracing::info!(job_id = %row.id, status = ?status, "job finished");
-            true
-        }
-        Ok(None) => false,
+/// [`lifecycle::finish`] of a transition that could not be built is logged.
+async fn finish_logged(jobs: &Jobs, job_id: &str, transition: Result<Transition>) -> bool {
+    match transition {
+        Ok(transition) => lifecycle::finish(jobs, job_id, transition).await,
         Err(error) => {
-            tracing::warn!(job_id = %row.id, error = %error, "finishing a job failed");
+            tracing::warn!(job_id, error = %error, "finishing a job failed");
             false
         }
     }
@@ -661,19 +465,10 @@ async fn heartbeat(
     loop {
         tokio::select! {
             _ = interval.tick() => {
-                let now = millis(jobs.clock.now());
-                let until = now + i64::try_from(settings.visibility_timeout.as_millis()).unwrap_or(60_000);
+                let until = millis(jobs.clock.now()) + lease_ms(&settings);
                 // Lease first, then the entry: the entry never goes idle before the lease lapses.
-                let renewed = db::transition(
-                    &jobs.db,
-                    &job_id,
-                    &Guard::leased(&consumer),
-                    vec![(JobColumn::LeaseExpiresMs, Expr::value(until))],
-                    None,
-                    now,
-                )
-                .await;
-                match renewed {
+                let renew = Transition::renew_lease(Guard::leased(&consumer), until);
+                match lifecycle::apply(&jobs, &job_id, renew).await {
                     Ok(Some(_)) => {}
                     Ok(None) => {
                         lost.cancel();

@@ -5,23 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use std::ops::ControlFlow;
+
 use easel_proto::bridge::v1::{
-    Queued, RunWorkflowRequest, WaitReason, run_workflow_request, run_workflow_response,
+    Failed as RunFailed, NodeProgress, OutputImage, Queued, RunWorkflowRequest,
+    RunWorkflowResponse, WaitReason, run_workflow_request, run_workflow_response,
 };
-use easel_proto::jobs::v1::{
-    JobError, JobMetadata, JobOutput, JobSpec, JobStatus, Progress, StatusChange, job_event,
-};
+use easel_proto::jobs::v1::{JobError, JobOutput, Progress};
 use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
 use easel_runtime::ErrorCode;
-use sea_orm::sea_query::Expr;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Attempt;
-use crate::db::{self, Guard, JobColumn};
-use crate::error::JobsError;
+use crate::db::Guard;
+use crate::lifecycle::{self, Transition};
 use crate::model::{WAITING_FOR_BACKEND, millis, proto_duration};
-use crate::service::{Jobs, status_event};
+use crate::service::Jobs;
 
 /// Bytes per upload message.
 const CHUNK: usize = 256 * 1024;
@@ -105,9 +105,8 @@ fn from_status(status: &tonic::Status) -> JobError {
 /// PENDING, meanwhile), follows it, and goes back to waiting when the run is lost with its
 /// backend while the job may still lose runs for free.
 pub async fn run(attempt: &mut Attempt) -> Outcome {
-    let spec: JobSpec = serde_json::from_str(&attempt.row.spec).unwrap_or_default();
-    let keep_workflow_metadata = spec.keep_workflow_metadata;
-    let workflow = match spec.kind {
+    let keep_workflow_metadata = attempt.job.spec.keep_workflow_metadata;
+    let workflow = match attempt.job.spec.kind.clone() {
         Some(easel_proto::jobs::v1::job_spec::Kind::TextToImage(t2i)) => {
             run_workflow_request::Workflow::TextToImage(t2i)
         }
@@ -137,7 +136,7 @@ pub async fn run(attempt: &mut Attempt) -> Outcome {
 
 /// Resolves when the job's start deadline passes (never without one).
 async fn start_deadline(attempt: &Attempt) {
-    match attempt.row.start_deadline_ms {
+    match attempt.job.start_deadline_ms {
         Some(deadline) => {
             let left = deadline - millis(attempt.jobs.clock.now());
             let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
@@ -150,21 +149,12 @@ async fn start_deadline(attempt: &Attempt) {
 /// Records why the waiting job is not running (with an event when that changes); false once
 /// the job is not the attempt's any more.
 async fn mark_waiting(attempt: &mut Attempt, reason: Option<&str>) -> bool {
-    if attempt.running || attempt.row.pending_reason.as_deref() == reason {
+    if attempt.running || attempt.job.pending_reason.as_deref() == reason {
         return true;
     }
-    let changes = vec![(
-        JobColumn::PendingReason,
-        Expr::value(reason.map(str::to_string)),
-    )];
-    let event = job_event::Kind::StatusChange(StatusChange {
-        status: JobStatus::Pending as i32,
-        attempt: u32::try_from(attempt.row.attempts).unwrap_or_default(),
-        pending_reason: reason.unwrap_or_default().to_string(),
-        ..StatusChange::default()
-    });
+    let wait = Transition::wait_for_backend(attempt.guard(), &attempt.job, reason);
     // A failed write loses only the reason; the lease decides whether the job is still ours.
-    let ours = attempt.change(changes, Some(event)).await;
+    let ours = attempt.change(Ok(wait)).await;
     if ours && reason.is_some() {
         tracing::info!(reason, "job waiting for a backend");
     }
@@ -174,32 +164,8 @@ async fn mark_waiting(attempt: &mut Attempt, reason: Option<&str>) -> bool {
 /// A backend accepted the run: the job is RUNNING and the attempt spent. False once the job is
 /// not the attempt's any more.
 async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
-    let mut metadata: JobMetadata = serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
-    metadata.seed = queued.seed;
-    if !queued.checkpoint.is_empty() {
-        metadata.checkpoint = queued.checkpoint.clone();
-    }
-    let now = millis(attempt.jobs.clock.now());
-    let changes = vec![
-        (
-            JobColumn::Status,
-            Expr::value(crate::model::status_to_db(JobStatus::Running)),
-        ),
-        (JobColumn::Attempts, Expr::value(attempt.number)),
-        (JobColumn::StartedAtMs, Expr::value(now)),
-        (JobColumn::Backend, Expr::value(queued.backend.clone())),
-        (
-            JobColumn::Metadata,
-            Expr::value(serde_json::to_string(&metadata).unwrap_or_default()),
-        ),
-        (
-            JobColumn::PendingReason,
-            Expr::value(Option::<String>::None),
-        ),
-        (JobColumn::Progress, Expr::value(Option::<String>::None)),
-    ];
-    let event = status_event(JobStatus::Running, None, attempt.number, &queued.backend);
-    match attempt.transition(changes, Some(event)).await {
+    let start = Transition::start(attempt.guard(), &attempt.job, attempt.number, queued);
+    match attempt.transition(start).await {
         Ok(true) => {
             attempt.running = true;
             tracing::info!(attempt = attempt.number, backend = %queued.backend, "job started");
@@ -207,7 +173,7 @@ async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
         }
         Ok(false) => false,
         Err(error) => {
-            tracing::warn!(job_id = %attempt.row.id, error = %error, "starting a job failed");
+            tracing::warn!(job_id = %attempt.job.id, error = %error, "starting a job failed");
             false
         }
     }
@@ -216,45 +182,28 @@ async fn start(attempt: &mut Attempt, queued: &Queued) -> bool {
 /// The run was lost with its backend: back to PENDING without spending the attempt (the loss
 /// is counted, and the backend avoided next time). False once the job is not the attempt's.
 async fn lose_run(attempt: &mut Attempt, error: JobError, backend: &str) -> bool {
-    let mut excluded: Vec<String> =
-        serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
-    if !backend.is_empty() && !excluded.iter().any(|name| name == backend) {
-        excluded.push(backend.to_string());
-    }
-    let changes = vec![
-        (
-            JobColumn::Status,
-            Expr::value(crate::model::status_to_db(JobStatus::Pending)),
-        ),
-        (JobColumn::Attempts, Expr::value(attempt.number - 1)),
-        (JobColumn::LostRuns, Expr::value(attempt.row.lost_runs + 1)),
-        (
-            JobColumn::Error,
-            Expr::value(serde_json::to_string(&error).ok()),
-        ),
-        (
-            JobColumn::ExcludedBackends,
-            Expr::value(serde_json::to_string(&excluded).unwrap_or_default()),
-        ),
-        (JobColumn::Progress, Expr::value(Option::<String>::None)),
-    ];
-    let event = status_event(JobStatus::Pending, Some(error), attempt.number - 1, backend);
-    match attempt.transition(changes, Some(event)).await {
+    let lose = Transition::lose_run(
+        attempt.guard(),
+        &attempt.job,
+        attempt.number,
+        error,
+        backend,
+    );
+    match attempt.transition(lose).await {
         Ok(true) => {
             attempt.running = false;
-            let stored = std::mem::take(&mut attempt.stored);
-            delete_artifacts(attempt, Some(&stored)).await;
+            attempt.discard_outputs().await;
             metrics::counter!(crate::metrics::RETRIES).increment(1);
             tracing::info!(
                 backend,
-                lost_runs = attempt.row.lost_runs,
+                lost_runs = attempt.job.lost_runs,
                 "run lost with its backend; waiting again without spending the attempt"
             );
             true
         }
         Ok(false) => false,
         Err(error) => {
-            tracing::warn!(job_id = %attempt.row.id, error = %error, "returning a lost run failed");
+            tracing::warn!(job_id = %attempt.job.id, error = %error, "returning a lost run failed");
             false
         }
     }
@@ -285,13 +234,11 @@ async fn run_once(
     workflow: run_workflow_request::Workflow,
     keep_workflow_metadata: bool,
 ) -> Step {
-    let excluded: Vec<String> =
-        serde_json::from_str(&attempt.row.excluded_backends).unwrap_or_default();
     let mut request = tonic::Request::new(RunWorkflowRequest {
         run_id: attempt.run_id(),
         workflow: Some(workflow),
         timeout: Some(proto_duration(attempt.settings.run_timeout)),
-        exclude_backends: excluded,
+        exclude_backends: attempt.job.excluded_backends.clone(),
         keep_workflow_metadata,
     });
     request.set_timeout(attempt.settings.run_timeout + Duration::from_secs(30));
@@ -300,149 +247,182 @@ async fn run_once(
         called = bridge.run_workflow(request) => called,
         () = start_deadline(attempt) => return Step::Done(Outcome::Expired),
     };
-    let mut stream = match called {
-        Ok(response) => response.into_inner(),
-        Err(status) => return refused(attempt, &status).await,
-    };
-    let mut backend = String::new();
-    let mut outputs = Vec::new();
-    let mut last_progress = (String::new(), u32::MAX);
-    // Progress is written (and published) beside the stream, latest first: reading the run
-    // never waits on the database, and a slow database skips steps rather than delaying the
-    // outputs. The writer starts with the run and ends with this function, after the write it
-    // may be doing.
-    let mut progress_sender: Option<watch::Sender<Option<Progress>>> = None;
-    let lost = CancellationToken::new();
+    match called {
+        Ok(response) => follow(attempt, response.into_inner()).await,
+        Err(status) => refused(attempt, &status).await,
+    }
+}
+
+/// Follows the run's events until it ends, or the job stops being the attempt's.
+async fn follow(attempt: &mut Attempt, mut stream: tonic::Streaming<RunWorkflowResponse>) -> Step {
+    let mut run = Run::default();
     loop {
         let message = tokio::select! {
             biased;
-            () = lost.cancelled() => return Step::Done(Outcome::Lost),
+            () = run.lost.cancelled() => return Step::Done(Outcome::Lost),
             () = start_deadline(attempt), if !attempt.running => return Step::Done(Outcome::Expired),
             message = stream.message() => message,
         };
-        let message = match message {
-            Ok(Some(message)) => message,
+        let event = match message {
+            Ok(Some(message)) => message.event,
             Ok(None) => {
                 stop_orphaned_run(attempt, &attempt.run_id()).await;
-                return Step::Done(Outcome::Failed {
-                    error: failure(
-                        ErrorCode::Unavailable,
-                        "the bridge ended the run without a result",
-                        true,
-                    ),
-                    backend,
-                });
+                let error = failure(
+                    ErrorCode::Unavailable,
+                    "the bridge ended the run without a result",
+                    true,
+                );
+                return run.failed(error);
             }
             Err(status) if !attempt.running => return refused(attempt, &status).await,
             Err(status) => {
                 // The bridge went away mid-run; the prompt may still run on ComfyUI. Stop it
                 // before the retry, or the GPU runs the job twice.
                 stop_orphaned_run(attempt, &attempt.run_id()).await;
-                return Step::Done(Outcome::Failed {
-                    error: from_status(&status),
-                    backend,
-                });
+                return run.failed(from_status(&status));
             }
         };
-        match message.event {
-            Some(run_workflow_response::Event::Waiting(waiting)) => {
+        if let Some(event) = event
+            && let ControlFlow::Break(step) = run.on(attempt, event).await
+        {
+            return step;
+        }
+    }
+}
+
+/// What a run on the bridge reported so far.
+#[derive(Default)]
+struct Run {
+    /// The backend it runs on, once known.
+    backend: String,
+    /// The outputs stored so far.
+    outputs: Vec<JobOutput>,
+    /// The last progress step seen (node, step), so repeats are skipped.
+    last_progress: Option<(String, u32)>,
+    /// Progress is written (and published) beside the stream, latest first: reading the run
+    /// never waits on the database, and a slow database skips steps rather than delaying the
+    /// outputs. The writer starts with the run and ends with it, after the write it may be
+    /// doing.
+    progress: Option<watch::Sender<Option<Progress>>>,
+    /// Fired by the progress writer when the job is no longer the attempt's.
+    lost: CancellationToken,
+}
+
+impl Run {
+    fn failed(self, error: JobError) -> Step {
+        Step::Done(Outcome::Failed {
+            error,
+            backend: self.backend,
+        })
+    }
+
+    /// One event of the run; `Break` when it ends the call.
+    async fn on(
+        &mut self,
+        attempt: &mut Attempt,
+        event: run_workflow_response::Event,
+    ) -> ControlFlow<Step> {
+        match event {
+            run_workflow_response::Event::Waiting(waiting) => {
                 let reason =
                     (waiting.reason() == WaitReason::NoBackend).then_some(WAITING_FOR_BACKEND);
                 if !mark_waiting(attempt, reason).await {
-                    return Step::Done(Outcome::Lost);
+                    return ControlFlow::Break(Step::Done(Outcome::Lost));
                 }
             }
-            Some(run_workflow_response::Event::Queued(queued)) => {
-                backend = queued.backend.clone();
+            run_workflow_response::Event::Queued(queued) => {
+                self.backend = queued.backend.clone();
                 if !start(attempt, &queued).await {
-                    return Step::Done(Outcome::Lost);
+                    return ControlFlow::Break(Step::Done(Outcome::Lost));
                 }
                 let (sender, receiver) = watch::channel(None);
                 tokio::spawn(write_progress(
                     attempt.jobs.clone(),
-                    attempt.row.id.clone(),
-                    held(attempt),
+                    attempt.job.id.to_string(),
+                    attempt.guard(),
                     receiver,
-                    lost.clone(),
+                    self.lost.clone(),
                 ));
-                progress_sender = Some(sender);
+                self.progress = Some(sender);
             }
-            Some(run_workflow_response::Event::Started(started)) if !started.backend.is_empty() => {
-                backend = started.backend;
-            }
-            Some(run_workflow_response::Event::Started(_)) => {}
-            Some(run_workflow_response::Event::Progress(progress)) => {
-                if (progress.node_id.clone(), progress.step) == last_progress {
-                    continue;
-                }
-                last_progress = (progress.node_id.clone(), progress.step);
-                let node_share = if progress.max_steps > 0 {
-                    f64::from(progress.step) / f64::from(progress.max_steps)
-                } else {
-                    0.0
-                };
-                let percent = if progress.node_count > 0 {
-                    ((f64::from(progress.nodes_done) + node_share) / f64::from(progress.node_count)
-                        * 100.0)
-                        .min(100.0)
-                } else {
-                    0.0
-                };
-                let progress = Progress {
-                    node_id: progress.node_id,
-                    node_class: progress.node_class,
-                    step: progress.step,
-                    max_steps: progress.max_steps,
-                    percent: percent as f32,
-                };
-                if let Some(sender) = &progress_sender {
-                    sender.send_replace(Some(progress));
+            run_workflow_response::Event::Started(started) => {
+                if !started.backend.is_empty() {
+                    self.backend = started.backend;
                 }
             }
-            Some(run_workflow_response::Event::Output(image)) => {
-                match put_output(attempt, image).await {
-                    Ok(output) => outputs.push(output),
-                    Err(status) => {
-                        return Step::Done(Outcome::Failed {
-                            error: from_status(&status),
-                            backend,
-                        });
-                    }
+            run_workflow_response::Event::Progress(progress) => self.progress(progress),
+            run_workflow_response::Event::Output(image) => match put_output(attempt, image).await {
+                Ok(output) => self.outputs.push(output),
+                Err(status) => {
+                    let error = from_status(&status);
+                    return ControlFlow::Break(std::mem::take(self).failed(error));
                 }
+            },
+            run_workflow_response::Event::Completed(_) => {
+                let outputs = std::mem::take(&mut self.outputs);
+                return ControlFlow::Break(Step::Done(Outcome::Succeeded { outputs }));
             }
-            Some(run_workflow_response::Event::Completed(_)) => {
-                return Step::Done(Outcome::Succeeded { outputs });
+            run_workflow_response::Event::Failed(failed) => {
+                return ControlFlow::Break(self.on_failed(attempt, failed).await);
             }
-            Some(run_workflow_response::Event::Failed(failed)) => {
-                let code = ErrorCode::from_name(&failed.code).unwrap_or(ErrorCode::Internal);
-                let backend = if failed.backend.is_empty() {
-                    backend
-                } else {
-                    failed.backend
-                };
-                let error = JobError {
-                    code: code.as_str().to_string(),
-                    message: failed.message,
-                    retryable: failed.retryable,
-                    node_errors: failed.node_errors,
-                    exception_type: failed.exception_type,
-                };
-                // A run lost with its backend is not the run's failure: wait for a backend
-                // again without spending the attempt, while the job may still lose runs.
-                if failed.backend_lost
-                    && attempt.running
-                    && attempt.row.lost_runs < attempt.row.max_attempts
-                {
-                    drop(progress_sender.take());
-                    if !lose_run(attempt, error, &backend).await {
-                        return Step::Done(Outcome::Lost);
-                    }
-                    return Step::Wait(Duration::ZERO);
-                }
-                return Step::Done(Outcome::Failed { error, backend });
-            }
-            None => {}
         }
+        ControlFlow::Continue(())
+    }
+
+    /// Hands the run's latest progress to the writer (a repeated step is skipped).
+    fn progress(&mut self, progress: NodeProgress) {
+        let step = (progress.node_id.clone(), progress.step);
+        if self.last_progress.as_ref() == Some(&step) {
+            return;
+        }
+        self.last_progress = Some(step);
+        let node_share = if progress.max_steps > 0 {
+            f64::from(progress.step) / f64::from(progress.max_steps)
+        } else {
+            0.0
+        };
+        let percent = if progress.node_count > 0 {
+            ((f64::from(progress.nodes_done) + node_share) / f64::from(progress.node_count) * 100.0)
+                .min(100.0)
+        } else {
+            0.0
+        };
+        if let Some(sender) = &self.progress {
+            sender.send_replace(Some(Progress {
+                node_id: progress.node_id,
+                node_class: progress.node_class,
+                step: progress.step,
+                max_steps: progress.max_steps,
+                percent: percent as f32,
+            }));
+        }
+    }
+
+    /// The run failed. A run lost with its backend is not the run's failure: the job waits for
+    /// a backend again without spending the attempt, while it may still lose runs.
+    async fn on_failed(&mut self, attempt: &mut Attempt, failed: RunFailed) -> Step {
+        let code = ErrorCode::from_name(&failed.code).unwrap_or(ErrorCode::Internal);
+        if !failed.backend.is_empty() {
+            self.backend = failed.backend;
+        }
+        let error = JobError {
+            code: code.as_str().to_string(),
+            message: failed.message,
+            retryable: failed.retryable,
+            node_errors: failed.node_errors,
+            exception_type: failed.exception_type,
+        };
+        if failed.backend_lost
+            && attempt.running
+            && attempt.job.lost_runs < attempt.job.max_attempts
+        {
+            drop(self.progress.take());
+            if !lose_run(attempt, error, &self.backend).await {
+                return Step::Done(Outcome::Lost);
+            }
+            return Step::Wait(Duration::ZERO);
+        }
+        std::mem::take(self).failed(error)
     }
 }
 
@@ -459,14 +439,11 @@ async fn write_progress(
         let Some(progress) = latest.borrow_and_update().clone() else {
             continue;
         };
-        let changes = vec![(
-            JobColumn::Progress,
-            Expr::value(serde_json::to_string(&progress).ok()),
-        )];
-        let now = millis(jobs.clock.now());
-        let event = Some(job_event::Kind::Progress(progress));
-        match db::transition(&jobs.db, &job_id, &guard, changes, event, now).await {
-            Ok(Some((_, Some(event)))) => jobs.publish(&event).await,
+        let written = match Transition::progress(guard.clone(), progress) {
+            Ok(transition) => lifecycle::apply(&jobs, &job_id, transition).await,
+            Err(error) => Err(error),
+        };
+        match written {
             Ok(Some(_)) => {}
             Ok(None) => {
                 lost.cancel();
@@ -529,25 +506,26 @@ fn unreachable(code: tonic::Code) -> bool {
     )
 }
 
-/// Streams one image to storage (waiting out a storage outage) and describes it as an output.
-async fn put_output(
-    attempt: &mut Attempt,
-    image: easel_proto::bridge::v1::OutputImage,
-) -> Result<JobOutput, tonic::Status> {
-    let metadata: JobMetadata = serde_json::from_str(&attempt.row.metadata).unwrap_or_default();
-    let mut fields = std::collections::HashMap::new();
-    fields.insert("job_id".to_string(), attempt.row.id.clone());
-    fields.insert("attempt".to_string(), attempt.number.to_string());
-    fields.insert("index".to_string(), image.index.to_string());
-    fields.insert("node_id".to_string(), image.node_id.clone());
-    fields.insert("filename".to_string(), image.filename.clone());
-    fields.insert("seed".to_string(), metadata.seed.to_string());
-    let days = u64::try_from(attempt.row.retention_days).unwrap_or_default();
+/// The messages that store one image: its header (owner, job, what made it, how long it is
+/// kept), then its bytes in chunks.
+fn upload(attempt: &Attempt, image: &OutputImage) -> Vec<PutArtifactRequest> {
+    let fields = [
+        ("job_id", attempt.job.id.to_string()),
+        ("attempt", attempt.number.to_string()),
+        ("index", image.index.to_string()),
+        ("node_id", image.node_id.clone()),
+        ("filename", image.filename.clone()),
+        ("seed", attempt.job.metadata.seed.to_string()),
+    ];
+    let days = u64::try_from(attempt.job.retention_days).unwrap_or_default();
     let header = ArtifactHeader {
-        owner: attempt.row.owner.clone(),
-        job_id: attempt.row.id.clone(),
+        owner: attempt.job.owner.clone(),
+        job_id: attempt.job.id.to_string(),
         content_type: image.content_type.clone(),
-        metadata: fields,
+        metadata: fields
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect(),
         ttl: (days > 0).then(|| proto_duration(Duration::from_secs(days * 24 * 3600))),
     };
     let mut messages = vec![PutArtifactRequest {
@@ -558,6 +536,12 @@ async fn put_output(
             part: Some(put_artifact_request::Part::Chunk(chunk.to_vec())),
         });
     }
+    messages
+}
+
+/// Streams one image to storage (waiting out a storage outage) and describes it as an output.
+async fn put_output(attempt: &mut Attempt, image: OutputImage) -> Result<JobOutput, tonic::Status> {
+    let messages = upload(attempt, &image);
     // The image exists only here (streamed from the backend, never written there): a storage
     // outage is waited out rather than failing the run, which would run it again on a GPU.
     let put = || {
@@ -565,7 +549,7 @@ async fn put_output(
         let messages = messages.clone();
         async move { storage.put_artifact(tokio_stream::iter(messages)).await }
     };
-    let job_id = attempt.row.id.clone();
+    let job_id = attempt.job.id.to_string();
     let artifact = put
         .retry(
             ExponentialBuilder::default()
@@ -610,7 +594,7 @@ async fn put_output(
 /// `only` is `None` (a new attempt after a crash), else just those ids.
 pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
     let mut storage = attempt.jobs.clients.storage.clone();
-    let owner = attempt.row.owner.clone();
+    let owner = attempt.job.owner.clone();
     let ids: Vec<String> = match only {
         Some(ids) => ids.to_vec(),
         None => {
@@ -620,7 +604,7 @@ pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
                 let listed = storage
                     .list_artifacts(easel_proto::storage::v1::ListArtifactsRequest {
                         owner: owner.clone(),
-                        job_id: attempt.row.id.clone(),
+                        job_id: attempt.job.id.to_string(),
                         page_size: 1000,
                         page_token: page_token.clone(),
                     })
@@ -635,7 +619,7 @@ pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
                         page_token = response.next_page_token;
                     }
                     Err(status) => {
-                        tracing::warn!(job_id = %attempt.row.id, code = ?status.code(), "listing earlier outputs failed");
+                        tracing::warn!(job_id = %attempt.job.id, code = ?status.code(), "listing earlier outputs failed");
                         break;
                     }
                 }
@@ -653,34 +637,7 @@ pub async fn delete_artifacts(attempt: &Attempt, only: Option<&[String]>) {
         if let Err(status) = deleted
             && status.code() != tonic::Code::NotFound
         {
-            tracing::warn!(job_id = %attempt.row.id, artifact_id = %id, code = ?status.code(), "deleting a stale output failed");
+            tracing::warn!(job_id = %attempt.job.id, artifact_id = %id, code = ?status.code(), "deleting a stale output failed");
         }
     }
-}
-
-/// The guard of this attempt's writes: RUNNING at its number once a backend accepted the run,
-/// PENDING under its lease before.
-pub fn held(attempt: &Attempt) -> Guard {
-    if attempt.running {
-        Guard::held(&attempt.consumer, attempt.number)
-    } else {
-        Guard::waiting(&attempt.consumer)
-    }
-}
-
-/// Extends the attempt's lease; false when the job is no longer ours.
-pub async fn renew_lease(attempt: &Attempt) -> Result<bool, JobsError> {
-    let now = millis(attempt.jobs.clock.now());
-    let until =
-        now + i64::try_from(attempt.settings.visibility_timeout.as_millis()).unwrap_or(60_000);
-    let renewed = db::transition(
-        &attempt.jobs.db,
-        &attempt.row.id,
-        &held(attempt),
-        vec![(JobColumn::LeaseExpiresMs, Expr::value(until))],
-        None,
-        now,
-    )
-    .await?;
-    Ok(renewed.is_some())
 }

@@ -468,7 +468,7 @@ async fn cancelling_pending_running_and_finished_jobs() {
         .unwrap();
     let now = millis(harness.clock.now());
     db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         &running.id,
         &Guard::from(&[JobStatus::Pending]),
         vec![
@@ -495,7 +495,7 @@ async fn cancelling_pending_running_and_finished_jobs() {
         .unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled as i32);
     let held = db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         &running.id,
         &Guard::held("worker-test", 1),
         vec![],
@@ -611,7 +611,7 @@ async fn a_terminal_job_shows_final_progress_whatever_its_row_kept() {
         // A row finished before the rule, with its last step's progress kept.
         let now = millis(harness.clock.now());
         db::transition(
-            &harness.jobs.db,
+            harness.jobs.db(),
             &job.id,
             &Guard::from(&[JobStatus::Pending]),
             vec![
@@ -637,4 +637,60 @@ async fn a_terminal_job_shows_final_progress_whatever_its_row_kept() {
             "{status:?}"
         );
     }
+}
+
+/// A stored spec that does not decode is never read as "no spec": the API answers INTERNAL
+/// (the log names the job and the column), and a worker that claims the job fails it, naming
+/// the column, instead of running something else or leaving it to wait forever.
+#[tokio::test]
+async fn a_corrupt_stored_spec_is_an_error_naming_the_job_and_column() {
+    let harness = Harness::start().await;
+    let mut client = harness.client.clone();
+    let job = client
+        .submit_job(submit("usr_a", t2i("corrupt")))
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let now = millis(harness.clock.now());
+    db::transition(
+        harness.jobs.db(),
+        &job.id,
+        &Guard::from(&[JobStatus::Pending]),
+        vec![(JobColumn::Spec, Expr::value("{not json"))],
+        None,
+        now,
+    )
+    .await
+    .unwrap()
+    .expect("the job is pending");
+    let read = client.get_job(get("usr_a", &job.id)).await.unwrap_err();
+    assert_eq!(read.code(), tonic::Code::Internal, "{read:?}");
+
+    let settings = easel_jobs::worker::WorkerSettings {
+        visibility_timeout: std::time::Duration::from_secs(2),
+        retry_backoff: std::time::Duration::from_millis(100),
+        retry_backoff_max: std::time::Duration::from_secs(1),
+        run_timeout: std::time::Duration::from_secs(5),
+        claim_block: std::time::Duration::from_millis(200),
+        concurrency: 1,
+    };
+    let worker = std::sync::Arc::new(easel_jobs::worker::Worker::new(
+        harness.jobs.clone(),
+        settings,
+    ));
+    tokio::spawn(worker.run(harness.shutdown.clone()));
+    let failed = crate::support::eventually(std::time::Duration::from_secs(20), || async {
+        let row = db::find(harness.jobs.db(), &job.id).await.unwrap().unwrap();
+        row.status == status_to_db(JobStatus::Failed)
+    })
+    .await;
+    assert!(failed, "the worker failed the corrupt job");
+    let row = db::find(harness.jobs.db(), &job.id).await.unwrap().unwrap();
+    let error = row.error.expect("the failure is recorded");
+    assert!(
+        error.contains("INTERNAL") && error.contains(&job.id) && error.contains("spec"),
+        "{error}"
+    );
 }

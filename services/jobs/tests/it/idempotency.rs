@@ -34,7 +34,7 @@ async fn a_hundred_concurrent_submits_with_one_key_make_one_job() {
         }
     }
     assert_eq!(ids.len(), 1, "one job id across all answers");
-    let rows = db::list_for_owner(&harness.jobs.db, "usr_a", &[], None, 100)
+    let rows = db::list_for_owner(harness.jobs.db(), "usr_a", &[], None, 100)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1, "exactly one job stored");

@@ -303,7 +303,7 @@ async fn a_worker_killed_mid_job_does_not_lose_or_duplicate_it() {
         let jobs = parts.jobs.clone();
         let id = job.id.clone();
         async move {
-            let row = easel_jobs::db::find(&jobs.db, &id).await.unwrap().unwrap();
+            let row = easel_jobs::db::find(jobs.db(), &id).await.unwrap().unwrap();
             row.status == JobStatus::Running as i32 && row.progress.is_some()
         }
     })
@@ -316,18 +316,18 @@ async fn a_worker_killed_mid_job_does_not_lose_or_duplicate_it() {
         let jobs = parts.jobs.clone();
         let id = job.id.clone();
         async move {
-            let row = easel_jobs::db::find(&jobs.db, &id).await.unwrap().unwrap();
+            let row = easel_jobs::db::find(jobs.db(), &id).await.unwrap().unwrap();
             row.status == JobStatus::Succeeded as i32
         }
     })
     .await;
     assert!(finished, "the job succeeds on the second worker");
-    let row = easel_jobs::db::find(&parts.jobs.db, &job.id)
+    let row = easel_jobs::db::find(parts.jobs.db(), &job.id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(row.attempts, 2);
-    let events = easel_jobs::db::events_after(&parts.jobs.db, &job.id, 0, 1000)
+    let events = easel_jobs::db::events_after(parts.jobs.db(), &job.id, 0, 1000)
         .await
         .unwrap();
     let succeeded = events
@@ -357,7 +357,7 @@ fn slow_t2i(prompt: &str, steps: u32) -> v1::SubmitJobRequest {
 }
 
 async fn row(harness: &Harness, id: &str) -> easel_jobs::db::JobRow {
-    easel_jobs::db::find(&harness.jobs.db, id)
+    easel_jobs::db::find(harness.jobs.db(), id)
         .await
         .unwrap()
         .unwrap()
@@ -366,7 +366,7 @@ async fn row(harness: &Harness, id: &str) -> easel_jobs::db::JobRow {
 /// The job's status changes, from its stored event log, after checking the log numbers its
 /// events 1, 2, 3… with no gap and no duplicate.
 async fn status_changes(harness: &Harness, id: &str) -> Vec<v1::StatusChange> {
-    let events = easel_jobs::db::events_after(&harness.jobs.db, id, 0, 10_000)
+    let events = easel_jobs::db::events_after(harness.jobs.db(), id, 0, 10_000)
         .await
         .unwrap();
     let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();

@@ -71,13 +71,13 @@ async fn jobs_lost_by_an_emptied_redis_are_all_requeued() {
     let mut claimed = HashSet::new();
     while let Some(delivery) = harness
         .jobs
-        .queue
+        .queue()
         .claim("test", Duration::from_millis(300))
         .await
         .unwrap()
     {
         claimed.insert(delivery.message.job_id.clone());
-        harness.jobs.queue.ack(&delivery).await.unwrap();
+        harness.jobs.queue().ack(&delivery).await.unwrap();
     }
     assert_eq!(claimed, ids, "none lost, none extra");
 }
@@ -95,15 +95,15 @@ async fn running_jobs_with_a_lapsed_lease_go_back_and_late_jobs_expire() {
         .unwrap();
     let delivery = harness
         .jobs
-        .queue
+        .queue()
         .claim("dead-worker", Duration::from_secs(1))
         .await
         .unwrap()
         .unwrap();
-    harness.jobs.queue.ack(&delivery).await.unwrap();
+    harness.jobs.queue().ack(&delivery).await.unwrap();
     let now = millis(harness.clock.now());
     db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         &running.id,
         &Guard::from(&[JobStatus::Pending]),
         vec![
@@ -140,18 +140,21 @@ async fn running_jobs_with_a_lapsed_lease_go_back_and_late_jobs_expire() {
         .unwrap();
     assert_eq!(pass.requeued_running, 1);
     assert_eq!(pass.expired, 1);
-    let row = db::find(&harness.jobs.db, &late.id).await.unwrap().unwrap();
+    let row = db::find(harness.jobs.db(), &late.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.status, status_to_db(JobStatus::Expired));
     let mut redelivered = Vec::new();
     while let Some(delivery) = harness
         .jobs
-        .queue
+        .queue()
         .claim("live-worker", Duration::from_millis(200))
         .await
         .unwrap()
     {
         redelivered.push(delivery.message.job_id.clone());
-        harness.jobs.queue.ack(&delivery).await.unwrap();
+        harness.jobs.queue().ack(&delivery).await.unwrap();
     }
     assert!(redelivered.contains(&running.id), "{redelivered:?}");
 }

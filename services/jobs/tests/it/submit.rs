@@ -120,12 +120,12 @@ async fn concurrent_mixed_submits_each_get_their_own_answer() {
         }
     }
     assert_eq!(created.len(), 120);
-    let stored = db::list_for_owner(&harness.jobs.db, "usr_mix", &[], None, 1000)
+    let stored = db::list_for_owner(harness.jobs.db(), "usr_mix", &[], None, 1000)
         .await
         .unwrap();
     assert_eq!(stored.len(), 121, "the 120 new jobs and the original");
     // Every new job is on the queue.
-    let queued = harness.jobs.queue.contains(&created).await.unwrap();
+    let queued = harness.jobs.queue().contains(&created).await.unwrap();
     assert!(queued.iter().all(|known| *known));
 }
 
@@ -154,7 +154,7 @@ async fn quotas_hold_across_a_batch_of_concurrent_submits() {
         );
     }
     // The daily quota counts jobs that ended too: cancel them all, then 3 more fit in 10.
-    let rows = db::list_for_owner(&harness.jobs.db, "usr_quota", &[], None, 100)
+    let rows = db::list_for_owner(harness.jobs.db(), "usr_quota", &[], None, 100)
         .await
         .unwrap();
     let owner = Caller::from_principal(Some(limited("usr_quota", 7, 10))).unwrap();

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use easel_jobs::db::{self, Guard, JobColumn};
+use easel_jobs::lifecycle::status_event;
 use easel_jobs::model::{Clock, millis, status_to_db};
-use easel_jobs::service::status_event;
 use easel_proto::jobs::internal::v1 as internal;
 use easel_proto::jobs::v1::{self, JobStatus, Progress, job_event};
 use futures::StreamExt;
@@ -20,7 +20,7 @@ async fn emit(
 ) -> u64 {
     let now = millis(harness.clock.now());
     let (_, event) = db::transition(
-        &harness.jobs.db,
+        harness.jobs.db(),
         job_id,
         &Guard::from(&[JobStatus::Pending, JobStatus::Running]),
         changes,
@@ -190,7 +190,7 @@ async fn many_watchers_share_one_subscription() {
         streams.push(stream);
     }
     assert_eq!(
-        harness.jobs.hub.watched_jobs(),
+        harness.jobs.hub().watched_jobs(),
         1,
         "one channel for the job"
     );
@@ -210,7 +210,7 @@ async fn many_watchers_share_one_subscription() {
     drop(streams);
     assert!(
         crate::support::eventually(Duration::from_secs(5), || async {
-            harness.jobs.hub.watched_jobs() == 0
+            harness.jobs.hub().watched_jobs() == 0
         })
         .await
     );
