@@ -403,3 +403,68 @@ fn endpoints(service: Service, listeners: &Listeners) -> Result<Endpoints, Platf
         admin: format!("http://{}", listeners.admin_addr().map_err(unknown)?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform() -> Platform {
+        let endpoints = |grpc: &str| Endpoints {
+            grpc: grpc.to_string(),
+            admin: "http://127.0.0.1:1".to_string(),
+        };
+        Platform {
+            shutdown: Shutdown::new(std::time::Duration::from_secs(1)),
+            endpoints: HashMap::from([
+                (Service::Auth, endpoints("unix:///sockets/auth.sock")),
+                (Service::Gateway, endpoints("http://127.0.0.1:8080")),
+            ]),
+            comfyui_urls: "http://127.0.0.1:8188".to_string(),
+            dev_account: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_service_reads_the_shared_variables_under_the_wiring_under_its_own() {
+        let platform = platform();
+        let settings = Settings::loopback(Comfyui::Backends(platform.comfyui_urls.clone()))
+            .share("EASEL_LOG", "debug")
+            .share("EASEL_DATABASE_URL", "postgres://shared")
+            .share("EASEL_TLS_CERT", "/cert.pem")
+            .share("EASEL_AUTH_URL", "http://stale")
+            .set(Service::Jobs, [("EASEL_JOBS_ROLE", "api")]);
+        let jobs = platform.env_for(&settings, Service::Jobs);
+        assert_eq!(jobs.raw("EASEL_LOG"), Some("debug"));
+        assert_eq!(jobs.raw("EASEL_DATABASE_URL"), None, "never shared");
+        assert_eq!(jobs.raw("EASEL_TLS_CERT"), None, "never shared");
+        assert_eq!(
+            jobs.raw("EASEL_AUTH_URL"),
+            Some("unix:///sockets/auth.sock")
+        );
+        assert_eq!(jobs.raw("EASEL_JOBS_ROLE"), Some("api"), "its own wins");
+        assert_eq!(
+            jobs.raw("EASEL_BRIDGE_URL"),
+            None,
+            "the bridge does not run"
+        );
+        assert_eq!(jobs.raw("EASEL_SHUTDOWN_GRACE"), Some("3s"));
+
+        let gateway = platform.env_for(&settings, Service::Gateway);
+        assert_eq!(gateway.raw("EASEL_PUBLIC_URL"), None);
+        let pinned = Settings {
+            pin_public_url: true,
+            ..settings
+        };
+        let gateway = platform.env_for(&pinned, Service::Gateway);
+        assert_eq!(
+            gateway.raw("EASEL_PUBLIC_URL"),
+            Some("http://127.0.0.1:8080")
+        );
+        let storage = platform.env_for(&pinned, Service::Storage);
+        assert_eq!(
+            storage.raw("EASEL_PUBLIC_URL"),
+            Some("http://127.0.0.1:8080")
+        );
+    }
+}

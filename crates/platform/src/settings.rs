@@ -62,8 +62,9 @@ pub enum Comfyui {
     Simulator(Box<easel_comfy_sim::SimConfig>),
 }
 
-/// The development account made before auth starts (an admin, kept across restarts).
-#[derive(Clone, Debug)]
+/// The development account made before auth starts (an admin, kept across restarts). Its
+/// `Debug` hides the key.
+#[derive(Clone)]
 pub struct DevAccountSettings {
     /// Its email.
     pub email: String,
@@ -71,8 +72,18 @@ pub struct DevAccountSettings {
     pub api_key: Option<String>,
 }
 
-/// What a platform runs, where, and on which variables.
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for DevAccountSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevAccountSettings")
+            .field("email", &self.email)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What a platform runs, where, and on which variables. Its `Debug` names the variables but
+/// shows no value (they hold database passwords and keys).
+#[derive(Clone)]
 pub struct Settings {
     /// The services to run. A service's URL reaches the others only when it runs; variables
     /// in [`Settings::service_env`] stand in for the missing ones.
@@ -96,6 +107,35 @@ pub struct Settings {
     pub pin_public_url: bool,
     /// The development account, made when auth runs.
     pub dev_account: Option<DevAccountSettings>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let service_env: Vec<(Service, Vec<&str>)> = self
+            .service_env
+            .iter()
+            .map(|(service, variables)| (*service, names(variables.iter().map(|(name, _)| name))))
+            .collect();
+        f.debug_struct("Settings")
+            .field("services", &self.services)
+            .field("listen", &self.listen)
+            .field("internal", &self.internal)
+            .field("comfyui", &self.comfyui)
+            .field("env", &names(self.env.keys()))
+            .field("service_env", &service_env)
+            .field("grace", &self.grace)
+            .field("pin_public_url", &self.pin_public_url)
+            .field("dev_account", &self.dev_account)
+            .finish()
+    }
+}
+
+/// The distinct names, sorted.
+fn names<'a>(variables: impl Iterator<Item = &'a String>) -> Vec<&'a str> {
+    let mut names: Vec<&str> = variables.map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 impl Settings {
