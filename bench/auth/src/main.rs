@@ -16,7 +16,7 @@ use easel_runtime::Shutdown;
 use easel_runtime::config::{ServerConfig, TelemetryConfig};
 use easel_runtime::grpc::{ClientConfig, connect_lazy};
 use easel_runtime::service::Listeners;
-use easel_runtime::testing::{TestDatabase, TestRedis};
+use easel_test_support::{TestDatabase, TestRedis};
 use futures::StreamExt;
 
 /// Concurrent callers, like a busy gateway replica.

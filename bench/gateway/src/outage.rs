@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use easel_runtime::testing::{RedisServer, TestRedis};
+use easel_test_support::{RedisServer, TestRedis};
 
 use crate::load::{Report, closed_loop};
 use crate::platform::Platform;

@@ -1,18 +1,18 @@
-//! The services the benchmark needs, in this process: auth, the jobs API (PostgreSQL + Redis
-//! Streams) and the gateway (Redis rate limits), each on its own loopback port, plus an
-//! enterprise user whose limits the load stays within (the limiter still runs every time).
+//! The services the benchmark needs, in this process as `easel-platform` assembles them: auth,
+//! the jobs API (PostgreSQL + Redis Streams) and the gateway (Redis rate limits), each on its
+//! own loopback port, plus an enterprise user whose limits the load stays within (the limiter
+//! still runs every time).
 
 use std::time::Duration;
 
 use anyhow::Context;
+use easel_platform::{Comfyui, Service, Settings};
 use easel_proto::account::v1::account_service_client::AccountServiceClient;
 use easel_proto::account::v1::{CreateApiKeyRequest, CreateUserRequest, LoginRequest, Role, Tier};
 use easel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use easel_proto::auth::v1::{AuthenticateRequest, Credential, Principal, credential};
 use easel_runtime::Shutdown;
-use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::service::Listeners;
-use easel_runtime::testing::{TestDatabase, TestRedis};
+use easel_test_support::{TestDatabase, TestRedis};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -25,23 +25,13 @@ pub struct Platform {
     /// Each user's principal, for calls to jobs directly.
     pub principals: Vec<Principal>,
     pub redis: TestRedis,
-    shutdown: Shutdown,
+    /// Dropped first: the services stop before their databases go.
+    _services: easel_platform::Platform,
     _databases: (TestDatabase, TestDatabase),
 }
 
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-fn env(pairs: &[(&str, &str)]) -> Env {
-    Env::from_pairs(
-        pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string())),
-    )
-}
+/// An address where nothing listens: the bridge and storage, which this benchmark does not run.
+const NOWHERE: &str = "http://127.0.0.1:9";
 
 impl Platform {
     /// Starts the services with `users` enterprise users, on the shared Redis.
@@ -52,71 +42,67 @@ impl Platform {
     /// Starts the services with `users` enterprise users, on `redis`.
     pub async fn start_on(users: usize, redis: TestRedis) -> anyhow::Result<Platform> {
         let (auth_db, jobs_db) = tokio::join!(TestDatabase::postgres(), TestDatabase::postgres());
-        let shutdown = Shutdown::new(Duration::from_secs(3));
-        let auth = Listeners::ephemeral().await?;
-        let jobs = Listeners::ephemeral().await?;
-        let gateway = Listeners::ephemeral().await?;
-        let auth_url = format!("http://{}", auth.grpc_addr()?);
-        let jobs_url = format!("http://{}", jobs.grpc_addr()?);
-        let gateway_url = format!("http://{}", gateway.grpc_addr()?);
-
-        let mut auth_env = env(&[
-            ("EASEL_DATABASE_URL", &auth_db.url),
-            ("EASEL_REDIS_URL", &redis.url),
-            ("EASEL_REDIS_PREFIX", &redis.prefix),
-            ("EASEL_TIER_ENTERPRISE_REQUESTS_PER_MINUTE", "6000000"),
-            ("EASEL_TIER_ENTERPRISE_BURST", "1000000"),
-            ("EASEL_TIER_ENTERPRISE_CONCURRENT_JOBS", "100000"),
-            ("EASEL_TIER_ENTERPRISE_JOBS_PER_DAY", "100000000"),
-            ("EASEL_LOGIN_IP_ATTEMPTS_PER_MINUTE", "60000"),
-            ("EASEL_LOGIN_IP_ATTEMPTS_BURST", "10000"),
-        ]);
-        let mut auth_config = easel_auth::Config::from_env(&mut auth_env);
-        auth_env.finish()?;
-        auth_config.server = ServerConfig::ephemeral();
-        auth_config.telemetry = TelemetryConfig::quiet("auth");
-        auth_config.auth.password_hashing = easel_auth::PasswordHashing::fast_for_tests();
-        let admin_key = easel_auth::generate_api_key();
-        easel_auth::bootstrap_dev_account(&auth_config, "bench-admin@easel.test", Some(&admin_key))
-            .await
+        let settings = Settings::loopback(Comfyui::Backends(String::new()))
+            .only([Service::Auth, Service::Jobs, Service::Gateway])
+            .share("EASEL_REDIS_URL", redis.url.as_str())
+            .share("EASEL_REDIS_PREFIX", redis.prefix.as_str())
+            .dev_account("bench-admin@easel.test", None)
+            .set(
+                Service::Auth,
+                [
+                    ("EASEL_DATABASE_URL", auth_db.url.as_str()),
+                    ("EASEL_TIER_ENTERPRISE_REQUESTS_PER_MINUTE", "6000000"),
+                    ("EASEL_TIER_ENTERPRISE_BURST", "1000000"),
+                    ("EASEL_TIER_ENTERPRISE_CONCURRENT_JOBS", "100000"),
+                    ("EASEL_TIER_ENTERPRISE_JOBS_PER_DAY", "100000000"),
+                    ("EASEL_LOGIN_IP_ATTEMPTS_PER_MINUTE", "60000"),
+                    ("EASEL_LOGIN_IP_ATTEMPTS_BURST", "10000"),
+                    ("EASEL_PASSWORD_HASH_MEMORY_KIB", "64"),
+                    ("EASEL_PASSWORD_HASH_ITERATIONS", "1"),
+                ],
+            )
+            .set(
+                Service::Jobs,
+                [
+                    ("EASEL_DATABASE_URL", jobs_db.url.as_str()),
+                    ("EASEL_JOBS_ROLE", "api"),
+                    ("EASEL_BRIDGE_URL", NOWHERE),
+                    ("EASEL_STORAGE_URL", NOWHERE),
+                    // No usage records: the benchmark measures the submit path alone.
+                    ("EASEL_AUTH_URL", ""),
+                    ("EASEL_WORKER_CONCURRENCY", "4"),
+                ],
+            )
+            .set(
+                Service::Gateway,
+                [
+                    ("EASEL_BRIDGE_URL", NOWHERE),
+                    // Making the bench's users logs in once each from this address.
+                    ("EASEL_LOGIN_RATE_PER_MINUTE", "60000"),
+                    ("EASEL_LOGIN_BURST", "10000"),
+                    ("EASEL_MAX_CONCURRENT_REQUESTS", "4096"),
+                    // The load shares a few connections.
+                    ("EASEL_HTTP2_MAX_CONCURRENT_STREAMS", "16384"),
+                ],
+            );
+        let services =
+            easel_platform::Platform::start(settings, Shutdown::new(Duration::from_secs(3)))
+                .await?;
+        let url = |service| {
+            services
+                .grpc_url(service)
+                .map(str::to_string)
+                .context("a service that runs")
+        };
+        let (auth_url, jobs_url, gateway_url) = (
+            url(Service::Auth)?,
+            url(Service::Jobs)?,
+            url(Service::Gateway)?,
+        );
+        let admin_key = services
+            .dev_account()
+            .and_then(|account| account.api_key.clone())
             .context("the admin account")?;
-        tokio::spawn(easel_auth::run(auth_config, auth, shutdown.clone()));
-
-        let mut jobs_env = env(&[
-            ("EASEL_DATABASE_URL", &jobs_db.url),
-            ("EASEL_REDIS_URL", &redis.url),
-            ("EASEL_REDIS_PREFIX", &redis.prefix),
-            ("EASEL_JOBS_ROLE", "api"),
-            ("EASEL_BRIDGE_URL", "http://127.0.0.1:9"),
-            ("EASEL_STORAGE_URL", "http://127.0.0.1:9"),
-            ("EASEL_WORKER_CONCURRENCY", "4"),
-        ]);
-        let mut jobs_config = easel_jobs::Config::from_env(&mut jobs_env);
-        jobs_env.finish()?;
-        jobs_config.server = ServerConfig::ephemeral();
-        jobs_config.telemetry = TelemetryConfig::quiet("jobs");
-        tokio::spawn(easel_jobs::run(jobs_config, jobs, shutdown.clone()));
-
-        let mut gateway_env = env(&[
-            ("EASEL_AUTH_URL", &auth_url),
-            ("EASEL_JOBS_URL", &jobs_url),
-            ("EASEL_BRIDGE_URL", "http://127.0.0.1:9"),
-            ("EASEL_REDIS_URL", &redis.url),
-            ("EASEL_REDIS_PREFIX", &redis.prefix),
-            // Making the bench's users logs in once each from this address.
-            ("EASEL_LOGIN_RATE_PER_MINUTE", "60000"),
-            ("EASEL_LOGIN_BURST", "10000"),
-        ]);
-        let mut gateway_config = easel_gateway::Config::from_env(&mut gateway_env);
-        gateway_env.finish()?;
-        gateway_config.server = ServerConfig::ephemeral();
-        gateway_config.server.max_concurrent_requests = 4096;
-        gateway_config.telemetry = TelemetryConfig::quiet("gateway");
-        tokio::spawn(easel_gateway::run(
-            gateway_config,
-            gateway,
-            shutdown.clone(),
-        ));
 
         wait_ready(&gateway_url).await?;
         let channel = Channel::from_shared(gateway_url.clone())?.connect().await?;
@@ -144,7 +130,7 @@ impl Platform {
             api_keys,
             principals,
             redis,
-            shutdown,
+            _services: services,
             _databases: (auth_db, jobs_db),
         })
     }

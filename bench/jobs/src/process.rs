@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use easel_proto::account::v1::TierLimits;
 use easel_proto::auth::v1::Principal;
-use easel_runtime::testing::{ServiceProcess, TestDatabase, TestRedis};
+use easel_test_support::{ServiceProcess, TestDatabase, TestRedis};
 use tonic::transport::{Channel, Endpoint};
 
 /// A running jobs process and the database and Redis prefix it owns.

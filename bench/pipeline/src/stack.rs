@@ -1,12 +1,13 @@
-//! The platform's job path in this process: ComfyUI simulators, comfy-bridge, storage (a local
-//! directory, metadata in PostgreSQL) and jobs (PostgreSQL + Redis, role `all`), each on its own
-//! loopback ports and talking gRPC to the others as in production.
+//! The platform's job path in this process, as `easel-platform` assembles it: ComfyUI
+//! simulators, comfy-bridge, storage (a local directory, metadata in PostgreSQL) and jobs
+//! (PostgreSQL + Redis, role `all`), each on its own loopback ports and talking gRPC to the
+//! others as in production.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use easel_comfy_bridge::BridgeConfig;
 use easel_comfy_sim::{SimConfig, SimHandle};
+use easel_platform::{Comfyui, Platform, Service, Settings};
 use easel_proto::account::v1::TierLimits;
 use easel_proto::auth::v1::Principal;
 use easel_proto::bridge::v1::bridge_service_client::BridgeServiceClient;
@@ -19,9 +20,7 @@ use easel_proto::jobs::v1::{self, JobSpec, JobStatus, TextToImage, job_event, jo
 use easel_proto::storage::v1::storage_service_client::StorageServiceClient;
 use easel_proto::storage::v1::{ArtifactHeader, PutArtifactRequest, put_artifact_request};
 use easel_runtime::Shutdown;
-use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::service::Listeners;
-use easel_runtime::testing::{TestDatabase, TestRedis};
+use easel_test_support::{TestDatabase, TestRedis};
 use tonic::transport::{Channel, Endpoint};
 
 /// The checkpoint every prompt names.
@@ -37,56 +36,72 @@ pub struct Stack {
     pub bridge: BridgeServiceClient<Channel>,
     /// A client of storage.
     pub storage: StorageServiceClient<Channel>,
-    shutdown: Shutdown,
+    /// Dropped first: the services stop before their databases go.
+    _services: Platform,
     _dir: tempfile::TempDir,
     _databases: Vec<TestDatabase>,
     _redis: TestRedis,
 }
 
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn channel(address: std::net::SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
+async fn channel(platform: &Platform, service: Service) -> anyhow::Result<Channel> {
+    let url = platform.grpc_url(service).context("a service that runs")?;
+    Ok(Endpoint::from_shared(url.to_string())?
         .tcp_nodelay(true)
         .connect_lazy())
-}
-
-fn server() -> ServerConfig {
-    let mut server = ServerConfig::ephemeral();
-    server.request_timeout = Duration::from_secs(300);
-    server
 }
 
 impl Stack {
     /// Starts one simulator per configuration and the three services in front of them.
     pub async fn start(sims: Vec<SimConfig>) -> anyhow::Result<Stack> {
-        let shutdown = Shutdown::new(Duration::from_secs(2));
         let mut handles = Vec::new();
         for config in sims {
             handles.push(easel_comfy_sim::spawn(config).await?);
         }
         let urls: Vec<String> = handles.iter().map(SimHandle::base_url).collect();
+        let dir = tempfile::tempdir()?;
+        let (storage_database, jobs_database) =
+            tokio::join!(TestDatabase::postgres(), TestDatabase::postgres());
+        let redis = TestRedis::new();
+        let settings = Settings::loopback(Comfyui::Backends(urls.join(",")))
+            .only([Service::ComfyBridge, Service::Storage, Service::Jobs])
+            .share("EASEL_REQUEST_TIMEOUT", "300s")
+            // comfy-bridge, two prompts in flight per backend (its default).
+            .set(
+                Service::ComfyBridge,
+                [
+                    ("EASEL_COMFYUI_QUEUE_TIMEOUT", "120s"),
+                    ("EASEL_COMFYUI_HEALTH_INTERVAL", "200ms"),
+                ],
+            )
+            // storage on a local directory.
+            .set(
+                Service::Storage,
+                [
+                    (
+                        "EASEL_STORAGE_URL",
+                        format!("file://{}", dir.path().join("artifacts").display()),
+                    ),
+                    ("EASEL_DATABASE_URL", storage_database.url.clone()),
+                    ("EASEL_ENVIRONMENT", "development".to_string()),
+                    (
+                        "EASEL_SIGNING_KEY",
+                        "a-benchmark-signing-key-of-32-bytes-or-more".to_string(),
+                    ),
+                ],
+            )
+            // jobs, API and workers in one process.
+            .set(
+                Service::Jobs,
+                [
+                    ("EASEL_DATABASE_URL", jobs_database.url.as_str()),
+                    ("EASEL_REDIS_URL", redis.url.as_str()),
+                    ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
+                ],
+            );
+        let services = Platform::start(settings, Shutdown::new(Duration::from_secs(2))).await?;
 
-        // comfy-bridge, two prompts in flight per backend (its default).
-        let mut bridge = BridgeConfig::for_urls(&urls).map_err(anyhow::Error::msg)?;
-        bridge.queue_timeout = Duration::from_secs(120);
-        bridge.health_interval = Duration::from_millis(200);
-        let listeners = Listeners::ephemeral().await?;
-        let bridge_address = listeners.grpc_addr()?;
-        tokio::spawn(easel_comfy_bridge::run(
-            easel_comfy_bridge::Config {
-                server: server(),
-                telemetry: TelemetryConfig::quiet(easel_comfy_bridge::SERVICE_NAME),
-                bridge,
-            },
-            listeners,
-            shutdown.clone(),
-        ));
-        let mut bridge_client = BridgeServiceClient::new(channel(bridge_address).await?);
+        let mut bridge_client =
+            BridgeServiceClient::new(channel(&services, Service::ComfyBridge).await?);
         let started = Instant::now();
         loop {
             if let Ok(list) = bridge_client.list_backends(ListBackendsRequest {}).await
@@ -103,55 +118,14 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-
-        // storage on a local directory.
-        let dir = tempfile::tempdir()?;
-        let storage_database = TestDatabase::postgres().await;
-        let artifacts = format!("file://{}", dir.path().join("artifacts").display());
-        let mut env = Env::from_pairs([
-            ("EASEL_STORAGE_URL", artifacts.as_str()),
-            ("EASEL_DATABASE_URL", storage_database.url.as_str()),
-            ("EASEL_ENVIRONMENT", "development"),
-            (
-                "EASEL_SIGNING_KEY",
-                "a-benchmark-signing-key-of-32-bytes-or-more",
-            ),
-        ]);
-        let mut storage = easel_storage::Config::from_env(&mut env);
-        env.finish()?;
-        storage.server = server();
-        storage.telemetry = TelemetryConfig::quiet(easel_storage::SERVICE_NAME);
-        let listeners = Listeners::ephemeral().await?;
-        let storage_address = listeners.grpc_addr()?;
-        tokio::spawn(easel_storage::run(storage, listeners, shutdown.clone()));
-
-        // jobs, API and workers in one process.
-        let jobs_database = TestDatabase::postgres().await;
-        let redis = TestRedis::new();
-        let bridge_url = format!("http://{bridge_address}");
-        let storage_url = format!("http://{storage_address}");
-        let mut env = Env::from_pairs([
-            ("EASEL_DATABASE_URL", jobs_database.url.as_str()),
-            ("EASEL_REDIS_URL", redis.url.as_str()),
-            ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
-            ("EASEL_JOBS_ROLE", "all"),
-            ("EASEL_BRIDGE_URL", bridge_url.as_str()),
-            ("EASEL_STORAGE_URL", storage_url.as_str()),
-        ]);
-        let mut jobs = easel_jobs::Config::from_env(&mut env);
-        env.finish()?;
-        jobs.server = server();
-        jobs.telemetry = TelemetryConfig::quiet(easel_jobs::SERVICE_NAME);
-        let listeners = Listeners::ephemeral().await?;
-        let jobs_address = listeners.grpc_addr()?;
-        tokio::spawn(easel_jobs::run(jobs, listeners, shutdown.clone()));
-        let jobs = InternalJobServiceClient::new(channel(jobs_address).await?);
+        let jobs = InternalJobServiceClient::new(channel(&services, Service::Jobs).await?);
+        let storage = StorageServiceClient::new(channel(&services, Service::Storage).await?);
         Ok(Stack {
             sims: handles,
             jobs,
             bridge: bridge_client.max_decoding_message_size(64 << 20),
-            storage: StorageServiceClient::new(channel(storage_address).await?),
-            shutdown,
+            storage,
+            _services: services,
             _dir: dir,
             _databases: vec![storage_database, jobs_database],
             _redis: redis,

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use easel_runtime::testing::{ServiceProcess, TestDatabase, TestRedis};
+use easel_test_support::{ServiceProcess, TestDatabase, TestRedis};
 use tokio::io::AsyncBufReadExt;
 
 /// How long a process idles before it is measured: long enough for start-up work (migrations,

@@ -9,8 +9,8 @@ use easel_auth_client::{
 use easel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use easel_runtime::grpc::{ClientConfig, connect_lazy};
 use easel_runtime::redis::{BreakerState, Redis, RedisConfig};
-use easel_runtime::testing::{RedisServer, TestRedis};
 use easel_runtime::{ErrorCode, Shutdown};
+use easel_test_support::{RedisServer, TestRedis};
 use futures::future::join_all;
 
 /// A generous deadline per call: the test machine is busy, and nothing here measures time.

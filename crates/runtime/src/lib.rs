@@ -27,8 +27,6 @@ pub mod redis;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod transport;
 
 pub use config::{Env, ServerConfig, TelemetryConfig};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use easel_runtime::db::{DatabaseConfig, connect};
-use easel_runtime::testing::TestDatabase;
+use easel_test_support::TestDatabase;
 use sea_orm::{ConnectionTrait, Statement};
 
 #[tokio::test]

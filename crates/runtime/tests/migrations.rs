@@ -2,7 +2,7 @@
 //! migrate while the others wait and then find the work done.
 
 use easel_runtime::db::{DatabaseConfig, connect_and_migrate};
-use easel_runtime::testing::TestDatabase;
+use easel_test_support::TestDatabase;
 use sea_orm::{ConnectionTrait, Statement};
 use sea_orm_migration::prelude::*;
 

@@ -8,7 +8,7 @@ use easel_e2e::{Platform, PlatformOptions, User, is_terminal, json_u64};
 use easel_proto::account::v1::Tier;
 use easel_proto::storage::v1::ListArtifactsRequest;
 use easel_proto::storage::v1::storage_service_client::StorageServiceClient;
-use easel_runtime::testing::ServiceProcess;
+use easel_test_support::ServiceProcess;
 use tokio::time::Instant;
 
 use crate::infra::{PostgresCluster, RedisServer};
@@ -252,7 +252,7 @@ impl Chaos {
                 .map(|(name, value)| (name.as_str(), value.as_str()))
                 .collect();
             variables.push(("EASEL_JOBS_ROLE", "worker"));
-            let binary = easel_runtime::testing::workspace_binary("easel-jobs", "easel-jobs");
+            let binary = easel_test_support::workspace_binary("easel-jobs", "easel-jobs");
             Some(ServiceProcess::spawn(&binary, &variables).await)
         } else {
             None

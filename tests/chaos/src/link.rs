@@ -155,7 +155,7 @@ impl Link {
                 .map(|address| Endpoint::Tcp(address.to_string()))
         })));
 
-        let relay = easel_runtime::testing::workspace_binary("easel-chaos", "easel-chaos-relay");
+        let relay = easel_test_support::workspace_binary("easel-chaos", "easel-chaos-relay");
         let b_listen = format!("tcp:{ADDRESS_B}:{PORT_B}");
         let a_sock = format!("unix:{}", a_sock.display());
         let b_sock = format!("unix:{}", b_sock.display());

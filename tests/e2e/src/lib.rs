@@ -13,7 +13,7 @@ use std::time::Duration;
 use easel_proto::account::v1::account_service_client::AccountServiceClient;
 use easel_proto::account::v1::{CreateApiKeyRequest, CreateUserRequest, LoginRequest, Role, Tier};
 use easel_proto::jobs::v1::job_service_client::JobServiceClient;
-use easel_runtime::testing::{S3Server, ServiceProcess, TestDatabase, TestRedis, workspace_binary};
+use easel_test_support::{S3Server, ServiceProcess, TestDatabase, TestRedis, workspace_binary};
 use tokio::io::AsyncBufReadExt;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
@@ -273,7 +273,7 @@ impl Platform {
         let postgres = options
             .postgres_admin_url
             .clone()
-            .unwrap_or_else(easel_runtime::testing::postgres_admin_url);
+            .unwrap_or_else(easel_test_support::postgres_admin_url);
         let (auth_db, jobs_db, storage_db) = tokio::join!(
             TestDatabase::postgres_on(&postgres),
             TestDatabase::postgres_on(&postgres),

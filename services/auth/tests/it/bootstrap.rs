@@ -29,7 +29,7 @@ async fn principal(config: &Config, key: &str) -> easel_auth::service::Caller {
 #[tokio::test]
 async fn the_dev_account_is_made_once_and_a_fixed_key_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(&easel_runtime::testing::TestDatabase::sqlite(dir.path()));
+    let config = config(&easel_test_support::TestDatabase::sqlite(dir.path()));
 
     let first = bootstrap_dev_account(&config, "dev@easel.local", None)
         .await
@@ -78,7 +78,7 @@ async fn the_dev_account_is_made_once_and_a_fixed_key_is_kept() {
 
 #[tokio::test]
 async fn a_fixed_key_on_an_empty_database_is_the_first_key() {
-    let database = easel_runtime::testing::TestDatabase::postgres().await;
+    let database = easel_test_support::TestDatabase::postgres().await;
     let config = config(&database.url);
     let fixed = easel_auth::generate_api_key();
     let account = bootstrap_dev_account(&config, "dev@easel.local", Some(&fixed))
@@ -90,7 +90,7 @@ async fn a_fixed_key_on_an_empty_database_is_the_first_key() {
 
 #[tokio::test]
 async fn bootstrap_sets_up_an_empty_database_only() {
-    let database = easel_runtime::testing::TestDatabase::postgres().await;
+    let database = easel_test_support::TestDatabase::postgres().await;
     let config = config(&database.url);
     let made = bootstrap_admin(
         &config.auth,

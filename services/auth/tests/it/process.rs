@@ -5,8 +5,8 @@ use std::path::Path;
 #[tokio::test]
 async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let database = easel_runtime::testing::TestDatabase::sqlite(dir.path());
-    easel_runtime::testing::check_service_process(
+    let database = easel_test_support::TestDatabase::sqlite(dir.path());
+    easel_test_support::check_service_process(
         Path::new(env!("CARGO_BIN_EXE_easel-auth")),
         &[
             "easel.auth.v1.AuthService",
@@ -31,7 +31,7 @@ async fn run(args: &[&str], database: &str) -> std::process::Output {
 
 #[tokio::test]
 async fn bootstrap_prints_the_key_once_and_refuses_a_second_time() {
-    let database = easel_runtime::testing::TestDatabase::postgres().await;
+    let database = easel_test_support::TestDatabase::postgres().await;
     let first = run(
         &["bootstrap", "--email", "root@example.test"],
         &database.url,

@@ -13,7 +13,7 @@ use easel_runtime::config::ServerConfig;
 use easel_runtime::error::Error;
 use easel_runtime::grpc::{ClientConfig, connect_lazy};
 use easel_runtime::service::Listeners;
-use easel_runtime::testing::{TestDatabase, TestRedis};
+use easel_test_support::{TestDatabase, TestRedis};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 

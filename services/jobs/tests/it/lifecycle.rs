@@ -8,7 +8,7 @@ use easel_proto::jobs::internal::v1 as internal;
 use easel_proto::jobs::v1::{self, JobStatus};
 use easel_proto::storage::v1::ListArtifactsRequest;
 use easel_proto::storage::v1::storage_service_client::StorageServiceClient;
-use easel_runtime::testing::{ServiceProcess, TestDatabase, TestRedis, workspace_binary};
+use easel_test_support::{ServiceProcess, TestDatabase, TestRedis, workspace_binary};
 use futures::StreamExt;
 
 use crate::support::{Harness, caller, submit, t2i};

@@ -2,7 +2,7 @@
 
 #[tokio::test]
 async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
-    easel_runtime::testing::check_service_process(
+    easel_test_support::check_service_process(
         std::path::Path::new(env!("CARGO_BIN_EXE_easel-jobs")),
         &["easel.jobs.internal.v1.InternalJobService"],
         &[],

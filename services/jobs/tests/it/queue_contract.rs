@@ -6,7 +6,7 @@ use std::time::Duration;
 use easel_jobs::queue::memory::MemoryQueue;
 use easel_jobs::queue::redis::RedisQueue;
 use easel_jobs::queue::{JobQueue, QueueMessage, QueueSettings};
-use easel_runtime::testing::TestRedis;
+use easel_test_support::TestRedis;
 
 // Long enough that a busy machine's pauses between two calls stay well inside it: the touch
 // test below keeps 800 ms of margin on each side.

@@ -180,7 +180,7 @@ async fn quotas_hold_across_a_batch_of_concurrent_submits() {
 #[tokio::test]
 async fn submits_work_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let url = easel_runtime::testing::TestDatabase::sqlite(dir.path());
+    let url = easel_test_support::TestDatabase::sqlite(dir.path());
     let config = crate::support::config(&url, None, &[]);
     let shutdown = Shutdown::new(std::time::Duration::from_secs(2));
     let clock = OffsetClock::new();

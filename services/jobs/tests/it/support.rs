@@ -11,8 +11,8 @@ use easel_proto::auth::v1::Principal;
 use easel_proto::jobs::internal::v1::SubmitJobRequest;
 use easel_proto::jobs::internal::v1::internal_job_service_client::InternalJobServiceClient;
 use easel_proto::jobs::v1::{self, JobSpec, TextToImage, job_spec};
-use easel_runtime::testing::{TestDatabase, TestRedis};
 use easel_runtime::{Env, Shutdown};
+use easel_test_support::{TestDatabase, TestRedis};
 use tonic::transport::Channel;
 
 /// A running service and what a test needs to poke it.

@@ -280,7 +280,7 @@ contract_suite!(s3, crate::support::Kind::S3);
 #[tokio::test]
 async fn sqlite_metadata_works_the_same() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = easel_runtime::testing::TestDatabase::sqlite(dir.path());
+    let url = easel_test_support::TestDatabase::sqlite(dir.path());
     let mut h = Harness::start_on(Kind::Local, url, |_| {}).await;
     let user = owner();
     let first = put_png(&mut h, &user, "", 10).await;

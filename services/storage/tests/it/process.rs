@@ -9,7 +9,7 @@ async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
         "sqlite://{}?mode=rwc",
         dir.path().join("storage.db").display()
     );
-    easel_runtime::testing::check_service_process(
+    easel_test_support::check_service_process(
         std::path::Path::new(env!("CARGO_BIN_EXE_easel-storage")),
         &["easel.storage.v1.StorageService"],
         &[

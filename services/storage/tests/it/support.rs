@@ -13,8 +13,8 @@ use easel_proto::storage::v1::{
 use easel_runtime::Shutdown;
 use easel_runtime::config::{ServerConfig, TelemetryConfig};
 use easel_runtime::service::Listeners;
-use easel_runtime::testing::{S3Server, TestDatabase};
 use easel_storage::{BackendConfig, Config, S3Config, StorageConfig};
+use easel_test_support::{S3Server, TestDatabase};
 use tonic::transport::Channel;
 
 pub const BUCKET: &str = "easel-artifacts";

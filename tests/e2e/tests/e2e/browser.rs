@@ -10,7 +10,7 @@ use easel_e2e::{DEADLINE, Platform, PlatformOptions, repository_file};
 use easel_proto::jobs::v1::{
     JobSpec, JobStatus, SubmitJobRequest, SubmitJobResponse, TextToImage, job_spec,
 };
-use easel_runtime::testing::Envoy;
+use easel_test_support::Envoy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves one small HTML page on a loopback origin of its own.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use easel_e2e::{Platform, PlatformOptions, event_status, is_terminal, with_key};
 use easel_proto::account::v1::{CreateUserRequest, LoginRequest, Role, Tier};
-use easel_runtime::testing::RedisServer;
+use easel_test_support::RedisServer;
 use futures::future::join_all;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use easel_e2e::{DEADLINE, Platform, PlatformOptions, event_status};
-use easel_runtime::testing::OtlpReceiver;
+use easel_test_support::OtlpReceiver;
 use serde_json::json;
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use easel_e2e::image::png_size;
 use easel_e2e::{DEADLINE, find_api_key};
-use easel_runtime::testing::workspace_binary;
+use easel_test_support::workspace_binary;
 use tokio::io::AsyncBufReadExt;
 
 struct Up {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use easel_e2e::{DEADLINE, Platform, find_api_key};
 use easel_proto::jobs::v1::{JobSpec, SubmitJobRequest, Workflow, job_spec};
-use easel_runtime::testing::workspace_binary;
+use easel_test_support::workspace_binary;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tonic_types::StatusExt;

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use easel_runtime::testing::Envoy;
+use easel_test_support::Envoy;
 
 use crate::grpc_web;
 use crate::support::{Options, Platform, WAIT, small_job, with_key};

@@ -1,18 +1,16 @@
-//! The platform in-process: the real auth, jobs, comfy-bridge and storage services (each on
-//! port 0 with its own PostgreSQL database), the ComfyUI simulator, and the gateway in front,
-//! sharing one Redis key prefix of their own. Nothing of ours is mocked.
+//! The platform in-process, as `easel-platform` assembles it: the real auth, jobs,
+//! comfy-bridge and storage services (each on port 0 with its own PostgreSQL database), the
+//! ComfyUI simulator, and the gateway in front, sharing one Redis key prefix of their own.
+//! Nothing of ours is mocked.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use easel_platform::{Comfyui, Service, Settings};
 use easel_proto::account::v1::account_service_client::AccountServiceClient;
 use easel_proto::account::v1::{CreateApiKeyRequest, CreateUserRequest, LoginRequest, Role, Tier};
 use easel_proto::jobs::v1::job_service_client::JobServiceClient;
 use easel_runtime::Shutdown;
-use easel_runtime::config::{Env, ServerConfig, TelemetryConfig};
-use easel_runtime::service::Listeners;
-use easel_runtime::testing::{TestDatabase, TestRedis};
-use tokio::task::JoinHandle;
+use easel_test_support::{TestDatabase, TestRedis};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
@@ -55,34 +53,12 @@ pub struct Platform {
     pub http: reqwest::Client,
     /// The gateway's variables naming its upstreams.
     pub upstream_env: Vec<(&'static str, String)>,
-    gateway_shutdown: Shutdown,
-    gateway_task: Option<JoinHandle<std::io::Result<()>>>,
-    jobs_shutdown: Shutdown,
-    jobs_task: Option<JoinHandle<std::io::Result<()>>>,
-    services_shutdown: Shutdown,
+    /// Dropped first: the services stop before their databases go.
+    platform: easel_platform::Platform,
     sim: easel_comfy_sim::SimHandle,
     _artifacts: tempfile::TempDir,
     _redis: TestRedis,
     _databases: Vec<TestDatabase>,
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        self.gateway_shutdown.trigger();
-        self.jobs_shutdown.trigger();
-        self.services_shutdown.trigger();
-    }
-}
-
-fn env_of(pairs: Vec<(String, String)>) -> Env {
-    Env::from_pairs(pairs)
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
-        .collect()
 }
 
 impl Platform {
@@ -111,154 +87,81 @@ impl Platform {
             TestDatabase::postgres(),
             TestDatabase::postgres()
         );
-        let services_shutdown = Shutdown::new(Duration::from_secs(3));
-        let jobs_shutdown = services_shutdown.child();
-        let gateway_shutdown = services_shutdown.child();
-
         let sim = easel_comfy_sim::spawn(easel_comfy_sim::SimConfig::with_request_faults())
             .await
             .expect("the simulator starts");
-        let sim_url = format!("http://{}", sim.addr);
-
-        let auth = Listeners::ephemeral().await.expect("bind auth");
-        let jobs = Listeners::ephemeral().await.expect("bind jobs");
-        let storage = Listeners::ephemeral().await.expect("bind storage");
-        let bridge = Listeners::ephemeral().await.expect("bind bridge");
-        let gateway = Listeners::ephemeral().await.expect("bind gateway");
-        let url_of = |listeners: &Listeners| format!("http://{}", listeners.grpc_addr().unwrap());
-        let (auth_url, jobs_url, storage_url, bridge_url, gateway_url) = (
-            url_of(&auth),
-            url_of(&jobs),
-            url_of(&storage),
-            url_of(&bridge),
-            url_of(&gateway),
-        );
-        let storage_http = format!("http://{}", storage.admin_addr().unwrap());
-        let gateway_admin = format!("http://{}", gateway.admin_addr().unwrap());
-
-        // comfy-bridge in front of the simulator, with quick health checks.
-        let mut bridge_config =
-            easel_comfy_bridge::BridgeConfig::for_urls(&[sim_url]).expect("valid simulator URL");
-        bridge_config.health_interval = Duration::from_millis(100);
-        let bridge_config = easel_comfy_bridge::Config {
-            server: ServerConfig::ephemeral(),
-            telemetry: TelemetryConfig::quiet("comfy-bridge"),
-            bridge: bridge_config,
-        };
-        tokio::spawn(easel_comfy_bridge::run(
-            bridge_config,
-            bridge,
-            services_shutdown.clone(),
-        ));
-
-        // Storage on a local directory; its signed links point at the gateway.
         let artifacts = tempfile::tempdir().expect("temp dir");
-        let mut storage_settings = easel_storage::StorageConfig::new(
-            easel_storage::BackendConfig::Local {
-                root: artifacts.path().join("artifacts"),
-            },
-            storage_db.url.clone(),
-        );
-        storage_settings.public_url = Some(gateway_url.parse().expect("gateway URL"));
-        let storage_config = easel_storage::Config {
-            server: ServerConfig::ephemeral(),
-            telemetry: TelemetryConfig::quiet("storage"),
-            storage: storage_settings,
-        };
-        tokio::spawn(easel_storage::run(
-            storage_config,
-            storage,
-            services_shutdown.clone(),
-        ));
-
-        // Auth, after its development account (an admin) exists.
-        let mut auth_pairs = owned(&[
-            ("EASEL_DATABASE_URL", auth_db.url.as_str()),
-            ("EASEL_REDIS_URL", redis.url.as_str()),
-            ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
-            ("EASEL_LOGIN_IP_ATTEMPTS_PER_MINUTE", "6000"),
-            ("EASEL_LOGIN_IP_ATTEMPTS_BURST", "1000"),
-        ]);
-        auth_pairs.extend(
-            options
-                .auth_env
-                .iter()
-                .map(|(name, value)| ((*name).to_string(), value.clone())),
-        );
-        let mut env = env_of(auth_pairs);
-        let mut auth_config = easel_auth::Config::from_env(&mut env);
-        env.finish().expect("valid auth configuration");
-        auth_config.server = ServerConfig::ephemeral();
-        auth_config.telemetry = TelemetryConfig::quiet("auth");
-        auth_config.auth.password_hashing = easel_auth::PasswordHashing::fast_for_tests();
-        let admin_key = easel_auth::generate_api_key();
-        let dev =
-            easel_auth::bootstrap_dev_account(&auth_config, "admin@gateway.test", Some(&admin_key))
-                .await
-                .expect("the admin account is made");
-        assert_eq!(dev.api_key.as_deref(), Some(admin_key.as_str()));
-        tokio::spawn(easel_auth::run(
-            auth_config,
-            auth,
-            services_shutdown.clone(),
-        ));
-
-        // Jobs: API and workers.
-        let mut env = env_of(owned(&[
-            ("EASEL_DATABASE_URL", jobs_db.url.as_str()),
-            ("EASEL_REDIS_URL", redis.url.as_str()),
-            ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
-            ("EASEL_JOBS_ROLE", "all"),
-            ("EASEL_BRIDGE_URL", bridge_url.as_str()),
-            ("EASEL_STORAGE_URL", storage_url.as_str()),
-            ("EASEL_AUTH_URL", auth_url.as_str()),
-            ("EASEL_WORKER_CONCURRENCY", "2"),
-            ("EASEL_CLAIM_BLOCK", "200ms"),
-        ]));
-        let mut jobs_config = easel_jobs::Config::from_env(&mut env);
-        env.finish().expect("valid jobs configuration");
-        jobs_config.server = ServerConfig::ephemeral();
-        jobs_config.telemetry = TelemetryConfig::quiet("jobs");
-        let jobs_task = tokio::spawn(easel_jobs::run(jobs_config, jobs, jobs_shutdown.clone()));
-
-        // The gateway.
-        let mut gateway_pairs = owned(&[
-            ("EASEL_AUTH_URL", auth_url.as_str()),
-            ("EASEL_JOBS_URL", jobs_url.as_str()),
-            ("EASEL_BRIDGE_URL", bridge_url.as_str()),
-            ("EASEL_STORAGE_HTTP_URL", storage_http.as_str()),
-            ("EASEL_STREAM_KEEPALIVE", "1s"),
-            ("EASEL_LOGIN_RATE_PER_MINUTE", "6000"),
-            ("EASEL_LOGIN_BURST", "1000"),
-        ]);
-        if !options.gateway_without_redis {
-            gateway_pairs.extend(owned(&[
-                ("EASEL_REDIS_URL", redis.url.as_str()),
-                ("EASEL_REDIS_PREFIX", redis.prefix.as_str()),
-            ]));
+        let mut settings = Settings::loopback(Comfyui::Backends(sim.base_url()))
+            .share("EASEL_REDIS_URL", redis.url.as_str())
+            .share("EASEL_REDIS_PREFIX", redis.prefix.as_str())
+            // The development account is an admin.
+            .dev_account("admin@gateway.test", None)
+            .set(
+                Service::Auth,
+                [
+                    ("EASEL_DATABASE_URL", auth_db.url.as_str()),
+                    ("EASEL_LOGIN_IP_ATTEMPTS_PER_MINUTE", "6000"),
+                    ("EASEL_LOGIN_IP_ATTEMPTS_BURST", "1000"),
+                    // Cheap password hashes: tests make many users.
+                    ("EASEL_PASSWORD_HASH_MEMORY_KIB", "64"),
+                    ("EASEL_PASSWORD_HASH_ITERATIONS", "1"),
+                ],
+            )
+            .set(Service::Auth, options.auth_env.iter().cloned())
+            // Storage on a local directory; its signed links point at the gateway.
+            .set(
+                Service::Storage,
+                [
+                    ("EASEL_DATABASE_URL", storage_db.url.clone()),
+                    (
+                        "EASEL_STORAGE_URL",
+                        format!("file://{}", artifacts.path().join("artifacts").display()),
+                    ),
+                ],
+            )
+            // comfy-bridge in front of the simulator, with quick health checks.
+            .set(
+                Service::ComfyBridge,
+                [("EASEL_COMFYUI_HEALTH_INTERVAL", "100ms")],
+            )
+            // Jobs: API and workers.
+            .set(
+                Service::Jobs,
+                [
+                    ("EASEL_DATABASE_URL", jobs_db.url.as_str()),
+                    ("EASEL_WORKER_CONCURRENCY", "2"),
+                    ("EASEL_CLAIM_BLOCK", "200ms"),
+                ],
+            )
+            .set(
+                Service::Gateway,
+                [
+                    ("EASEL_STREAM_KEEPALIVE", "1s"),
+                    ("EASEL_LOGIN_RATE_PER_MINUTE", "6000"),
+                    ("EASEL_LOGIN_BURST", "1000"),
+                ],
+            );
+        if options.gateway_without_redis {
+            // An empty variable is an unset one.
+            settings = settings.set(Service::Gateway, [("EASEL_REDIS_URL", "")]);
         }
-        let overrides: HashMap<String, String> = options
-            .gateway_env
-            .iter()
-            .map(|(name, value)| ((*name).to_string(), value.clone()))
-            .collect();
-        gateway_pairs.retain(|(name, _)| !overrides.contains_key(name));
-        gateway_pairs.extend(overrides);
-        let mut env = env_of(gateway_pairs);
-        let mut gateway_config = easel_gateway::Config::from_env(&mut env);
-        env.finish().expect("valid gateway configuration");
-        // The listeners are bound already; limits and timeouts come from the variables.
-        gateway_config.server.shutdown_grace = Duration::from_secs(3);
-        gateway_config.telemetry = TelemetryConfig::quiet("gateway");
-        let gateway_task = tokio::spawn(easel_gateway::run(
-            gateway_config,
-            gateway,
-            gateway_shutdown.clone(),
-        ));
+        let settings = settings.set(Service::Gateway, options.gateway_env.iter().cloned());
+        let platform =
+            easel_platform::Platform::start(settings, Shutdown::new(Duration::from_secs(3)))
+                .await
+                .expect("the platform starts");
+        let url = |service| platform.grpc_url(service).expect("runs").to_string();
+        let admin_key = platform
+            .dev_account()
+            .and_then(|account| account.api_key.clone())
+            .expect("the admin account is made with a key");
 
         let platform = Platform {
-            url: gateway_url,
-            admin_url: gateway_admin,
+            url: url(Service::Gateway),
+            admin_url: platform
+                .admin_url(Service::Gateway)
+                .expect("runs")
+                .to_string(),
             admin: User {
                 id: String::new(),
                 api_key: admin_key,
@@ -266,17 +169,19 @@ impl Platform {
                 password: String::new(),
             },
             upstream_env: vec![
-                ("EASEL_AUTH_URL", auth_url),
-                ("EASEL_JOBS_URL", jobs_url),
-                ("EASEL_BRIDGE_URL", bridge_url),
-                ("EASEL_STORAGE_HTTP_URL", storage_http),
+                ("EASEL_AUTH_URL", url(Service::Auth)),
+                ("EASEL_JOBS_URL", url(Service::Jobs)),
+                ("EASEL_BRIDGE_URL", url(Service::ComfyBridge)),
+                (
+                    "EASEL_STORAGE_HTTP_URL",
+                    platform
+                        .admin_url(Service::Storage)
+                        .expect("runs")
+                        .to_string(),
+                ),
             ],
             http: reqwest::Client::new(),
-            gateway_shutdown,
-            gateway_task: Some(gateway_task),
-            jobs_shutdown,
-            jobs_task: Some(jobs_task),
-            services_shutdown,
+            platform,
             sim,
             _artifacts: artifacts,
             _redis: redis,
@@ -379,24 +284,20 @@ impl Platform {
 
     /// Stops the jobs service and waits until it is down.
     pub async fn stop_jobs(&mut self) {
-        self.jobs_shutdown.trigger();
-        if let Some(task) = self.jobs_task.take() {
-            let _ = tokio::time::timeout(WAIT, task).await;
-        }
+        self.platform.stop(Service::Jobs);
+        let _ = tokio::time::timeout(WAIT, self.platform.stopped(Service::Jobs)).await;
     }
 
     /// Starts the gateway's graceful shutdown.
     pub fn shut_down_gateway(&self) {
-        self.gateway_shutdown.trigger();
+        self.platform.stop(Service::Gateway);
     }
 
     /// Waits until the gateway has drained and stopped.
     pub async fn gateway_stopped(&mut self) -> std::io::Result<()> {
-        let task = self.gateway_task.take().expect("the gateway runs");
-        tokio::time::timeout(WAIT, task)
+        tokio::time::timeout(WAIT, self.platform.stopped(Service::Gateway))
             .await
             .expect("the gateway stops within the wait")
-            .expect("the gateway task does not panic")
     }
 
     /// `POST /api/v1/jobs` with `body` as `api_key`.

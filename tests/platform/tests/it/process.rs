@@ -10,8 +10,8 @@ async fn the_binary_reports_serving_serves_metrics_and_drains_on_sigterm() {
         .iter()
         .map(|(name, value)| (*name, value.as_str()))
         .collect();
-    easel_runtime::testing::check_service_process(
-        std::path::Path::new(env!("CARGO_BIN_EXE_easel-gateway")),
+    easel_test_support::check_service_process(
+        &easel_test_support::workspace_binary("easel-gateway", "easel-gateway"),
         &[
             "easel.jobs.v1.JobService",
             "easel.models.v1.ModelService",

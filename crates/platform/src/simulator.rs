@@ -21,7 +21,7 @@ pub async fn supervise(
     config: easel_comfy_sim::SimConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let address = listener.local_addr()?;
     let mut listener = Some(listener);
     let mut backoff = FIRST_BACKOFF;

@@ -1,5 +1,6 @@
-//! Integration tests of `easel-gateway` in front of the real auth, jobs, comfy-bridge and
-//! storage services (in-process, each on its own database) and the ComfyUI simulator.
+//! The platform's tests: `easel-gateway` in front of the real auth, jobs, comfy-bridge and
+//! storage services (assembled in process by `easel-platform`, each on its own database) and
+//! the ComfyUI simulator.
 
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
