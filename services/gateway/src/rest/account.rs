@@ -10,11 +10,10 @@ use easel_runtime::error::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use super::json::{
-    ApiError, OptionalProtoJson, PathParam, ProtoJson, json_body, json_response, parse_json,
-};
+use super::RestState;
+use super::actions::Target;
+use super::json::{ApiError, OptionalProtoJson, ProtoJson, json_body, json_response, parse_json};
 use super::query::Query;
-use super::{RestState, split_action};
 use crate::context::CallContext;
 
 /// An answer that holds a secret (a key, a token): never cached.
@@ -54,20 +53,14 @@ pub async fn list_keys(
 }
 
 /// `POST /api/v1/keys/{id}:revoke`.
-pub async fn key_action(
+pub async fn revoke_key(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    Target(key_id): Target,
 ) -> Result<Response, ApiError> {
-    let (key_id, _) = split_action(&segment, &["revoke"])?;
     let answer = state
         .gateway
-        .revoke_api_key(
-            &context,
-            RevokeApiKeyRequest {
-                key_id: key_id.to_string(),
-            },
-        )
+        .revoke_api_key(&context, RevokeApiKeyRequest { key_id })
         .await?;
     Ok(json_response(StatusCode::OK, &answer))
 }
@@ -116,23 +109,13 @@ pub async fn create_user(
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
-/// `POST /api/v1/admin/users/{id}:setTier` (body `{"tier": "TIER_PRO"}`) and
-/// `POST /api/v1/admin/users/{id}:disable` (admin).
-pub async fn user_action(
+/// `POST /api/v1/admin/users/{id}:setTier` (admin), body `{"tier": "TIER_PRO"}`.
+pub async fn set_user_tier(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    Target(user_id): Target,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (user_id, action) = split_action(&segment, &["setTier", "disable"])?;
-    let user_id = user_id.to_string();
-    if action == "disable" {
-        let answer = state
-            .gateway
-            .disable_user(&context, DisableUserRequest { user_id })
-            .await?;
-        return Ok(json_response(StatusCode::OK, &answer));
-    }
     let body = json_body(request, &state, false).await?;
     let mut request: SetUserTierRequest = parse_json(&body)?;
     if !request.user_id.is_empty() && request.user_id != user_id {
@@ -143,5 +126,18 @@ pub async fn user_action(
     }
     request.user_id = user_id;
     let answer = state.gateway.set_user_tier(&context, request).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/admin/users/{id}:disable` (admin).
+pub async fn disable_user(
+    State(state): State<RestState>,
+    context: CallContext,
+    Target(user_id): Target,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .gateway
+        .disable_user(&context, DisableUserRequest { user_id })
+        .await?;
     Ok(json_response(StatusCode::OK, &answer))
 }

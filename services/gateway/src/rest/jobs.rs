@@ -9,10 +9,11 @@ use easel_runtime::error::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
+use super::actions::Target;
 use super::json::{ApiError, PathParam, json_body, json_response};
 use super::query::Query;
 use super::submit::parse_submit;
-use super::{RestState, base_url, split_action};
+use super::{RestState, base_url};
 use crate::context::CallContext;
 
 /// Where a job can be followed and acted on.
@@ -175,20 +176,14 @@ fn parse_status(name: &str) -> Result<JobStatus, Error> {
 }
 
 /// `POST /api/v1/jobs/{id}:cancel`.
-pub async fn action(
+pub async fn cancel(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    Target(job_id): Target,
 ) -> Result<Response, ApiError> {
-    let (job_id, _) = split_action(&segment, &["cancel"])?;
     let answer = state
         .gateway
-        .cancel_job(
-            &context,
-            CancelJobRequest {
-                job_id: job_id.to_string(),
-            },
-        )
+        .cancel_job(&context, CancelJobRequest { job_id })
         .await?;
     Ok(json_response(StatusCode::OK, &answer))
 }

@@ -4,8 +4,8 @@
 //! else; a login token has its user's scopes; a token exchanged from a key has the key's.
 
 use easel_auth_client::{REQUIRED_SCOPE, Scope, reason};
-use easel_gateway::door::access::{Access, GRPC_METHODS, Rule, route_method, rule_of};
-use easel_gateway::openapi::routes::ROUTES;
+use easel_gateway::door::access::{Access, GRPC_METHODS, Rule, rule_of};
+use easel_gateway::routes::ROUTES;
 use easel_proto::account::v1::{CreateApiKeyRequest, LoginRequest, Tier};
 use easel_runtime::error::Error;
 use futures::StreamExt;
@@ -114,7 +114,7 @@ fn guarded_rest() -> Vec<(Method, String, Access)> {
     ROUTES
         .iter()
         .filter(|route| route.access.needs_credential())
-        .map(|route| (route_method(route), concrete(route.path), route.access))
+        .map(|route| (route.method.method(), concrete(route.path), route.access))
         .collect()
 }
 

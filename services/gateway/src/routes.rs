@@ -1,11 +1,13 @@
-//! The REST route table: every route the gateway serves, as documented in `/openapi.json`,
-//! with what the door requires of it (its half of the authorization table in
-//! [`crate::door::access`]). The REST router registers the same paths (a test holds them
-//! together).
+//! The REST route table: one record per endpoint, carrying its handler, what the door
+//! requires of it and its OpenAPI documentation. The router, the door's access check and
+//! `/openapi.json` are derived from it; nothing else lists REST routes.
 
+use axum::routing::{self, MethodFilter, MethodRouter};
 use easel_auth_client::Scope;
+use http::Method;
 
 use crate::door::access::Access;
+use crate::rest::{RestState, account, artifacts, jobs, models, public, streams};
 
 /// Where a parameter goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,15 +75,63 @@ pub struct Reply {
     pub example: &'static str,
 }
 
-/// One route.
+/// `get` or `post`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// GET (HEAD is answered by the same handler).
+    Get,
+    /// POST.
+    Post,
+}
+
+impl Verb {
+    /// The HTTP method.
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        }
+    }
+
+    /// The name OpenAPI uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+        }
+    }
+
+    /// The axum method filter.
+    pub fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+        }
+    }
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Makes the axum handler of a route for its method.
+pub type Handler = fn(MethodFilter) -> MethodRouter<RestState>;
+
+/// One REST endpoint: its method and path, the handler serving it, what the door requires of
+/// it, and its documentation. The router ([`crate::rest::router`]), the door's access check
+/// ([`crate::door::access`]) and `/openapi.json` ([`crate::openapi`]) are all read from
+/// [`ROUTES`], so adding an endpoint is adding one record.
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
-    /// `get` or `post`.
-    pub method: &'static str,
-    /// The path as documented, e.g. `/api/v1/jobs/{id}:cancel`.
+    /// Its method.
+    pub method: Verb,
+    /// The path as documented, e.g. `/api/v1/jobs/{id}:cancel`: a last segment
+    /// `{id}:action` is a custom method (AIP-136) on the resource `{id}`.
     pub path: &'static str,
-    /// The router path serving it, e.g. `/api/v1/jobs/{id}`.
-    pub router_path: &'static str,
+    /// The handler.
+    pub handler: Handler,
     /// The operation's id.
     pub operation_id: &'static str,
     /// Its group.
@@ -100,6 +150,38 @@ pub struct Route {
     pub replies: &'static [Reply],
     /// The error statuses it may answer (each with the envelope).
     pub errors: &'static [u16],
+}
+
+impl Route {
+    /// The path the router matches: the documented path without its `:action` (matchit
+    /// routes whole segments, so actions of one resource share a router path and are told
+    /// apart by [`Route::action`]).
+    pub fn router_path(&self) -> &'static str {
+        match self.action() {
+            Some(action) => &self.path[..self.path.len() - action.len() - 1],
+            None => self.path,
+        }
+    }
+
+    /// The custom method of an `{id}:action` path.
+    pub fn action(&self) -> Option<&'static str> {
+        let last = self.path.rsplit('/').next().unwrap_or_default();
+        last.split_once("}:").map(|(_, action)| action)
+    }
+
+    /// The axum method router serving this route.
+    pub fn method_router(&self) -> MethodRouter<RestState> {
+        (self.handler)(self.method.filter())
+    }
+
+    /// Whether the credential may come as `?access_token=` (the route documents the
+    /// parameter): the job streams, which browsers open with `WebSocket` and `EventSource`,
+    /// neither of which can set headers.
+    pub fn takes_query_token(&self) -> bool {
+        self.params
+            .iter()
+            .any(|param| param.location == In::Query && param.name == ACCESS_TOKEN.name)
+    }
 }
 
 const JOB_ID: Param = Param {
@@ -143,9 +225,9 @@ const TOKEN_EXAMPLE: &str = r#"{"accessToken":{"token":"eyJhbGciOiJFZERTQSIsImtp
 /// Every REST route.
 pub const ROUTES: &[Route] = &[
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/jobs",
-        router_path: "/api/v1/jobs",
+        handler: |on| routing::on(on, jobs::submit),
         operation_id: "submitJob",
         tag: "jobs",
         summary: "Submit a job",
@@ -197,9 +279,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 409, 413, 415, 422, 429, 503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs",
-        router_path: "/api/v1/jobs",
+        handler: |on| routing::on(on, jobs::list),
         operation_id: "listJobs",
         tag: "jobs",
         summary: "List the caller's jobs",
@@ -226,9 +308,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs/{id}",
-        router_path: "/api/v1/jobs/{id}",
+        handler: |on| routing::on(on, jobs::get),
         operation_id: "getJob",
         tag: "jobs",
         summary: "Get a job",
@@ -245,9 +327,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[401, 404, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/jobs/{id}:cancel",
-        router_path: "/api/v1/jobs/{id}",
+        handler: |on| routing::on(on, jobs::cancel),
         operation_id: "cancelJob",
         tag: "jobs",
         summary: "Cancel a job",
@@ -264,9 +346,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs/{id}/events",
-        router_path: "/api/v1/jobs/{id}/events",
+        handler: |on| routing::on(on, streams::server_sent_events),
         operation_id: "streamJobEvents",
         tag: "jobs",
         summary: "Follow a job (Server-Sent Events)",
@@ -293,9 +375,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/ws/jobs/{id}",
-        router_path: "/ws/jobs/{id}",
+        handler: |on| routing::on(on, streams::websocket),
         operation_id: "watchJobWebSocket",
         tag: "jobs",
         summary: "Follow a job (WebSocket)",
@@ -322,9 +404,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/models",
-        router_path: "/api/v1/models",
+        handler: |on| routing::on(on, models::list),
         operation_id: "listModels",
         tag: "models",
         summary: "List models",
@@ -341,9 +423,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429, 503],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/keys",
-        router_path: "/api/v1/keys",
+        handler: |on| routing::on(on, account::create_key),
         operation_id: "createApiKey",
         tag: "account",
         summary: "Create an API key",
@@ -364,9 +446,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 415, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/keys",
-        router_path: "/api/v1/keys",
+        handler: |on| routing::on(on, account::list_keys),
         operation_id: "listApiKeys",
         tag: "account",
         summary: "List the caller's API keys",
@@ -383,9 +465,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/keys/{id}:revoke",
-        router_path: "/api/v1/keys/{id}",
+        handler: |on| routing::on(on, account::revoke_key),
         operation_id: "revokeApiKey",
         tag: "account",
         summary: "Revoke an API key",
@@ -408,9 +490,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[401, 404, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/auth/login",
-        router_path: "/api/v1/auth/login",
+        handler: |on| routing::on(on, account::login),
         operation_id: "login",
         tag: "account",
         summary: "Log in with an email and password",
@@ -434,9 +516,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/auth/token",
-        router_path: "/api/v1/auth/token",
+        handler: |on| routing::on(on, account::exchange_token),
         operation_id: "exchangeToken",
         tag: "account",
         summary: "Exchange the calling API key for an access token",
@@ -460,9 +542,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 415, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/usage",
-        router_path: "/api/v1/usage",
+        handler: |on| routing::on(on, account::usage),
         operation_id: "getUsage",
         tag: "account",
         summary: "The caller's usage and limits",
@@ -485,9 +567,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users",
-        router_path: "/api/v1/admin/users",
+        handler: |on| routing::on(on, account::create_user),
         operation_id: "createUser",
         tag: "admin",
         summary: "Create a user (admin)",
@@ -511,9 +593,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 409, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users/{id}:setTier",
-        router_path: "/api/v1/admin/users/{id}",
+        handler: |on| routing::on(on, account::set_user_tier),
         operation_id: "setUserTier",
         tag: "admin",
         summary: "Change a user's tier (admin)",
@@ -540,9 +622,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 404, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users/{id}:disable",
-        router_path: "/api/v1/admin/users/{id}",
+        handler: |on| routing::on(on, account::disable_user),
         operation_id: "disableUser",
         tag: "admin",
         summary: "Disable a user (admin)",
@@ -565,9 +647,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[401, 403, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/v1/artifacts/{id}",
-        router_path: "/v1/artifacts/{id}",
+        handler: |on| routing::on(on, artifacts::download),
         operation_id: "downloadArtifact",
         tag: "artifacts",
         summary: "Download an output (signed link)",
@@ -614,9 +696,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[403, 404, 503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/.well-known/jwks.json",
-        router_path: "/.well-known/jwks.json",
+        handler: |on| routing::on(on, public::jwks),
         operation_id: "getJwks",
         tag: "meta",
         summary: "The keys that verify access tokens",
@@ -633,9 +715,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/openapi.json",
-        router_path: "/openapi.json",
+        handler: |on| routing::on(on, public::openapi),
         operation_id: "getOpenApi",
         tag: "meta",
         summary: "This document",
@@ -652,9 +734,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/healthz",
-        router_path: "/healthz",
+        handler: |on| routing::on(on, public::healthz),
         operation_id: "healthz",
         tag: "meta",
         summary: "Liveness",
@@ -671,9 +753,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/readyz",
-        router_path: "/readyz",
+        handler: |on| routing::on(on, public::readyz),
         operation_id: "readyz",
         tag: "meta",
         summary: "Readiness",
@@ -690,9 +772,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/metrics",
-        router_path: "/metrics",
+        handler: |on| routing::on(on, public::metrics),
         operation_id: "metrics",
         tag: "meta",
         summary: "Prometheus metrics",
