@@ -13,6 +13,7 @@ pub(crate) mod public;
 pub mod query;
 pub(crate) mod streams;
 pub mod submit;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -173,6 +174,21 @@ impl FromRequestParts<RestState> for CallContext {
             &parts.extensions,
             state.gateway.config().upstream_timeout,
         ))
+    }
+}
+
+/// The base URL of the request's links (see [`base_url`]).
+#[derive(Debug)]
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<RestState> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(BaseUrl(base_url(state, &parts.extensions)))
     }
 }
 

@@ -193,19 +193,19 @@ const JOB_ID: Param = Param {
 };
 
 const PAGE_SIZE: Param = Param {
-    name: "pageSize",
+    name: "page_size",
     location: In::Query,
     required: false,
     kind: "integer",
-    description: "At most this many items.",
+    description: "At most this many items, 1 to 100 (`pageSize` is accepted too).",
 };
 
 const PAGE_TOKEN: Param = Param {
-    name: "pageToken",
+    name: "page_token",
     location: In::Query,
     required: false,
     kind: "string",
-    description: "`nextPageToken` of the previous page.",
+    description: "`next_page_token` of the previous page (`pageToken` is accepted too).",
 };
 
 const ACCESS_TOKEN: Param = Param {
@@ -216,11 +216,11 @@ const ACCESS_TOKEN: Param = Param {
     description: "The credential (an API key or an access token), for browsers that cannot set headers on `WebSocket` and `EventSource`. Prefer the headers elsewhere.",
 };
 
-const JOB_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_SUCCEEDED","spec":{"textToImage":{"prompt":"A sunset","width":1024,"height":1024}},"attempts":1,"maxAttempts":3,"backend":"127.0.0.1:8188","outputs":[{"artifactId":"art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d","url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=…","urlExpireTime":"2026-01-01T00:00:00+00:00","contentType":"image/png","sizeBytes":"482113","sha256":"9f2c…","width":1024,"height":1024,"nodeId":"9","filename":"easel_00001_.png"}],"metadata":{"seed":"1234","checkpoint":"sd_xl_base_1.0.safetensors"},"createTime":"2025-12-31T23:59:00+00:00","endTime":"2025-12-31T23:59:12+00:00","seq":"14"}}"#;
+const JOB_EXAMPLE: &str = r#"{"job_id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","status":"completed","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","websocket_url":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","cancel_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel","result_url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=3q2-7w","results":[{"artifact_id":"art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d","url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=3q2-7w","url_expires_at":"2026-01-01T00:00:00+00:00","content_type":"image/png","size_bytes":482113,"sha256":"9f2c5e0e6a1b4d3c8f7e6d5c4b3a29180f1e2d3c4b5a69788796a5b4c3d2e1f0","width":1024,"height":1024,"node_id":"9","filename":"easel_00001_.png"}],"metadata":{"seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors","resolved":{"prompt":"A sunset","negative_prompt":"","width":1024,"height":1024,"steps":20,"cfg_scale":7.0,"sampler":"euler","scheduler":"normal","seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors","batch_size":1}},"progress":{"node_id":"9","node_class":"SaveImage","step":20,"max_steps":20,"percent":100.0},"attempts":1,"max_attempts":3,"backend":"127.0.0.1:8188","created_at":"2025-12-31T23:59:00+00:00","started_at":"2025-12-31T23:59:01+00:00","completed_at":"2025-12-31T23:59:12+00:00","seq":14}"#;
 
-const ACCEPTED_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_PENDING","queuePosition":1,"maxAttempts":3,"createTime":"2025-12-31T23:59:00+00:00","seq":"1"},"replayed":false,"links":{"self":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","websocket":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","cancel":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel"}}"#;
+const ACCEPTED_EXAMPLE: &str = r#"{"job_id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","status":"pending","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","websocket_url":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","cancel_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel","results":[],"metadata":{"seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors"},"queue_position":1,"attempts":0,"max_attempts":3,"created_at":"2025-12-31T23:59:00+00:00","start_deadline":"2026-01-01T00:09:00+00:00","seq":1,"replayed":false}"#;
 
-const TOKEN_EXAMPLE: &str = r#"{"accessToken":{"token":"eyJhbGciOiJFZERTQSIsImtpZCI6IjEifQ.eyJzdWIiOiJ1c3JfMSJ9.c2ln","tokenType":"Bearer","expireTime":"2026-01-01T00:15:00+00:00"}}"#;
+const TOKEN_EXAMPLE: &str = r#"{"access_token":{"token":"eyJhbGciOiJFZERTQSIsImtpZCI6IjEifQ.eyJzdWIiOiJ1c3JfMSJ9.c2ln","token_type":"Bearer","expire_time":"2026-01-01T00:15:00+00:00"}}"#;
 
 /// Every REST route.
 pub const ROUTES: &[Route] = &[
@@ -231,7 +231,7 @@ pub const ROUTES: &[Route] = &[
         operation_id: "submitJob",
         tag: "jobs",
         summary: "Submit a job",
-        description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. With an `Idempotency-Key` (header or `idempotencyKey`), a repeat of the same request answers the same job with 200 and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer's `Location` and `links` point at the job, its events, its WebSocket and its cancel action.",
+        description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. Fields are snake_case (camelCase is accepted too); `sampler` and `scheduler` are ComfyUI's names; `seed` is a number. With an `Idempotency-Key` (header or `idempotency_key`), a repeat of the same request answers the same job (the same `job_id`) with 200, `replayed: true` and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer is the job, with `Location`, `status_url`, `websocket_url`, `events_url` and `cancel_url`.",
         access: Access::Scope(Scope::JobsWrite),
         params: &[Param {
             name: "Idempotency-Key",
@@ -250,15 +250,15 @@ pub const ROUTES: &[Route] = &[
                 ),
                 (
                     "textToImageFull",
-                    r#"{"prompt":"a lighthouse at dusk","negativePrompt":"blurry","width":768,"height":512,"steps":30,"cfgScale":6.5,"sampler":"dpmpp_2m","scheduler":"karras","seed":"7","checkpoint":"sd_xl_base_1.0.safetensors","batchSize":1,"idempotencyKey":"order-42"}"#,
+                    r#"{"prompt":"a lighthouse at dusk","negative_prompt":"blurry","width":768,"height":512,"steps":30,"cfg_scale":6.5,"sampler":"dpmpp_2m","scheduler":"karras","seed":7,"checkpoint":"sd_xl_base_1.0.safetensors","batch_size":1,"idempotency_key":"order-42"}"#,
                 ),
                 (
                     "workflow",
-                    r#"{"workflow":{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},"2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"easel"}}},"overrides":[{"nodeId":"1","input":"color","value":16711680}]}"#,
+                    r#"{"workflow":{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},"2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"easel"}}},"overrides":[{"node_id":"1","input":"color","value":16711680}]}"#,
                 ),
                 (
                     "message",
-                    r#"{"spec":{"textToImage":{"prompt":"A sunset","sampler":"SAMPLER_EULER"}},"startTimeout":"600s"}"#,
+                    r#"{"spec":{"text_to_image":{"prompt":"A sunset","sampler":"SAMPLER_EULER"}},"start_timeout":"600s"}"#,
                 ),
             ],
         }),
@@ -295,14 +295,14 @@ pub const ROUTES: &[Route] = &[
                 location: In::Query,
                 required: false,
                 kind: "string",
-                description: "Only jobs in these statuses: `PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`.",
+                description: "Only jobs in these statuses: `pending`, `processing`, `completed`, `failed`, `cancelled`, `expired`.",
             },
         ],
         body: None,
         replies: &[Reply {
             status: 200,
             description: "A page of jobs.",
-            schema: Schema::Proto("easel.jobs.v1.ListJobsResponse"),
+            schema: Schema::Named("JobPage"),
             example: "",
         }],
         errors: &[400, 401, 429],
@@ -321,7 +321,7 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 200,
             description: "The job.",
-            schema: Schema::Proto("easel.jobs.v1.GetJobResponse"),
+            schema: Schema::Named("Job"),
             example: JOB_EXAMPLE,
         }],
         errors: &[401, 404, 429],
@@ -340,7 +340,7 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 200,
             description: "The cancelled job.",
-            schema: Schema::Proto("easel.jobs.v1.CancelJobResponse"),
+            schema: Schema::Named("Job"),
             example: "",
         }],
         errors: &[400, 401, 404, 429],
@@ -352,7 +352,7 @@ pub const ROUTES: &[Route] = &[
         operation_id: "streamJobEvents",
         tag: "jobs",
         summary: "Follow a job (Server-Sent Events)",
-        description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its kind (`snapshot`, `statusChange`, `progress`, `queuePosition`, `output`); `data:` is the `JobEvent`. Reconnect with `Last-Event-ID` to get only the events after it.",
+        description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its `type` (`snapshot`, `status`, `progress`, `queue_position`, `output`); `data:` is the `JobEvent` schema in JSON. Reconnect with `Last-Event-ID` to get only the events after it.",
         access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
@@ -368,7 +368,7 @@ pub const ROUTES: &[Route] = &[
         body: None,
         replies: &[Reply {
             status: 200,
-            description: "The event stream; each `data:` is an `easel.jobs.v1.JobEvent`.",
+            description: "The event stream; each `data:` is a `JobEvent`.",
             schema: Schema::EventStream,
             example: "",
         }],
@@ -381,7 +381,7 @@ pub const ROUTES: &[Route] = &[
         operation_id: "watchJobWebSocket",
         tag: "jobs",
         summary: "Follow a job (WebSocket)",
-        description: "Upgrade to a WebSocket: one text message per event (an `easel.jobs.v1.JobEvent` in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
+        description: "Upgrade to a WebSocket: one text message per event (the `JobEvent` schema in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
         access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
@@ -398,7 +398,7 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 101,
             description: "Switching to the WebSocket protocol.",
-            schema: Schema::Proto("easel.jobs.v1.JobEvent"),
+            schema: Schema::Named("JobEvent"),
             example: "",
         }],
         errors: &[400, 401, 404, 429],
@@ -418,7 +418,7 @@ pub const ROUTES: &[Route] = &[
             status: 200,
             description: "A page of models.",
             schema: Schema::Proto("easel.models.v1.ListModelsResponse"),
-            example: r#"{"models":[{"name":"sd_xl_base_1.0.safetensors","kind":"checkpoints","backendCount":2,"isDefault":true}]}"#,
+            example: r#"{"models":[{"name":"sd_xl_base_1.0.safetensors","kind":"checkpoints","backend_count":2,"is_default":true}]}"#,
         }],
         errors: &[400, 401, 429, 503],
     },
