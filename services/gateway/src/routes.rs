@@ -693,7 +693,7 @@ pub const ROUTES: &[Route] = &[
                 example: "",
             },
         ],
-        errors: &[403, 404, 503],
+        errors: &[400, 403, 404, 503],
     },
     Route {
         method: Verb::Get,
