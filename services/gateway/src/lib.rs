@@ -7,6 +7,8 @@
 //!   deadline, load shedding, authentication and rate limits);
 //! - [`api`]: the operations behind both protocols, so REST and gRPC answer the same data;
 //! - [`grpc`]: the public gRPC services; [`rest`]: the REST routes, WebSocket and SSE;
+//! - [`routes`]: the REST route table, one record per endpoint (handler, access rule, docs),
+//!   from which the router, the door's access check and `/openapi.json` are derived;
 //! - [`openapi`]: `/openapi.json`, generated from the protos' descriptors and the route table;
 //! - [`upstream`]: the clients of auth, jobs and comfy-bridge;
 //! - [`context`]: what the door learned about a request, carried to the upstream calls.
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod protocol;
 pub mod rest;
+pub mod routes;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -50,16 +50,17 @@ pub fn describe() {
 #[derive(Clone, Debug)]
 pub struct RouteLabel(pub Arc<str>);
 
-/// Copies the matched route template into the response (REST router's route layer).
-pub async fn label_route(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| Arc::<str>::from(path.as_str()));
+/// Puts the documented path of the route that served a request into its response (a route
+/// layer of every REST route).
+pub async fn label_route(
+    State(route): State<&'static str>,
+    request: Request,
+    next: Next,
+) -> Response {
     let mut response = next.run(request).await;
-    if let Some(route) = route {
-        response.extensions_mut().insert(RouteLabel(route));
-    }
+    response
+        .extensions_mut()
+        .insert(RouteLabel(Arc::from(route)));
     response
 }
 

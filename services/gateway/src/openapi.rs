@@ -1,16 +1,15 @@
 //! `/openapi.json`: an OpenAPI 3.1 document generated from one source of truth, the protos
 //! (message and enum schemas with their comments, from the descriptors compiled into
-//! `easel-proto`) plus the route table in [`routes`] (paths, parameters, bodies, answers and
-//! examples). The REST router registers the table's paths.
+//! `easel-proto`) plus the route table in [`crate::routes`] (paths, parameters, bodies,
+//! answers and examples), the same records the router and the door read.
 
-pub mod routes;
 pub mod schema;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use routes::{In, ROUTES, Route, Schema};
+use crate::routes::{In, ROUTES, Route, Schema};
 
 use crate::door::access::Access;
 use schema::Catalog;
@@ -56,10 +55,7 @@ pub fn document() -> Result<Value, String> {
     let catalog = Catalog::from_descriptor_set(easel_proto::FILE_DESCRIPTOR_SET)?;
     let mut roots: Vec<&str> = vec![
         "easel.jobs.v1.SubmitJobRequest",
-        "easel.jobs.v1.SubmitJobResponse",
-        "easel.jobs.v1.TextToImage",
         "easel.jobs.v1.InputOverride",
-        "easel.jobs.v1.JobEvent",
     ];
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for route in ROUTES {
@@ -67,7 +63,7 @@ pub fn document() -> Result<Value, String> {
         paths
             .entry(route.path.to_string())
             .or_default()
-            .insert(route.method.to_string(), operation(route)?);
+            .insert(route.method.as_str().to_string(), operation(route)?);
     }
     let mut schemas: Map<String, Value> = catalog.schemas(&roots)?.into_iter().collect();
     schemas.extend(own_schemas());
@@ -76,7 +72,7 @@ pub fn document() -> Result<Value, String> {
         "info": {
             "title": "easel",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Image generation on ComfyUI. The same API is served over gRPC (`easel.jobs.v1.JobService`, `easel.models.v1.ModelService`, `easel.account.v1.AccountService`), gRPC-web and this REST/JSON mapping, on one port. Bodies are the proto3 JSON mapping of the protos: camelCase names, enums as strings, 64-bit integers as strings, timestamps in RFC 3339. Every error answers the envelope `{\"error\": {\"code\", \"message\", \"details\", \"requestId\"}}`; every answer to an authenticated request carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`."
+            "description": "Image generation on ComfyUI. The same API is served over gRPC (`easel.jobs.v1.JobService`, `easel.models.v1.ModelService`, `easel.account.v1.AccountService`), gRPC-web and this REST/JSON mapping, on one port. Names are snake_case (the protos' field names; requests accept camelCase too), jobs are the body of their answers with status words (`pending`, `processing`, `completed`, `failed`, `cancelled`, `expired`) and their links, samplers and schedulers are ComfyUI's names, seeds and sizes are numbers, timestamps RFC 3339. Every error answers the envelope `{\"error\": {\"code\", \"message\", \"details\", \"requestId\"}}`; every answer to an authenticated request carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`."
         },
         "tags": [
             {"name": "jobs", "description": "Submit, follow and cancel image-generation jobs."},
@@ -315,54 +311,202 @@ fn own_schemas() -> Map<String, Value> {
                 }}
             ]
         },
-        "SubmitJobBody": {
-            "description": "One of three shapes: flat text-to-image fields, a raw ComfyUI workflow, or the `SubmitJobRequest` message. `sampler` and `scheduler` take the enum's names or ComfyUI's (`dpmpp_2m`, `karras`).",
-            "oneOf": [
-                {"title": "Text to image", "allOf": [
-                    {"$ref": "#/components/schemas/easel.jobs.v1.TextToImage"},
-                    {"$ref": "#/components/schemas/SubmitOptions"}
-                ], "required": ["prompt"]},
-                {"title": "Raw workflow", "allOf": [
-                    {"type": "object", "required": ["workflow"], "properties": {
-                        "workflow": {"type": "object", "additionalProperties": true, "description": "A ComfyUI API-format graph: `{node_id: {\"class_type\", \"inputs\"}}`."},
-                        "overrides": {"type": "array", "items": {"$ref": "#/components/schemas/easel.jobs.v1.InputOverride"}}
-                    }},
-                    {"$ref": "#/components/schemas/SubmitOptions"}
-                ]},
-                {"title": "Message", "$ref": "#/components/schemas/easel.jobs.v1.SubmitJobRequest"}
-            ]
-        },
-        "SubmitOptions": {
-            "type": "object",
-            "properties": {
-                "idempotencyKey": {"type": "string", "maxLength": 255, "description": "Same as the Idempotency-Key header."},
-                "startTimeout": {"type": "string", "examples": ["600s"], "description": "Give up if the job has not started within this long."},
-                "keepWorkflowMetadata": {"type": "boolean", "default": false, "description": "Keep the prompt graph ComfyUI embeds in PNG text chunks (stripped by default). Also `keep_workflow_metadata`."}
-            }
-        },
-        "SubmitJobAccepted": {
-            "allOf": [
-                {"$ref": "#/components/schemas/easel.jobs.v1.SubmitJobResponse"},
-                {"type": "object", "properties": {"links": {"$ref": "#/components/schemas/JobLinks"}}}
-            ]
-        },
-        "JobLinks": {
-            "type": "object",
-            "properties": {
-                "self": {"type": "string", "description": "GET the job."},
-                "events": {"type": "string", "description": "GET its Server-Sent Events."},
-                "websocket": {"type": "string", "description": "Its WebSocket."},
-                "cancel": {"type": "string", "description": "POST to cancel it."}
-            }
-        },
         "Jwks": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
         "OpenApiDocument": {"type": "object"}
     });
-    match schemas {
-        Value::Object(map) => map,
-        _ => Map::new(),
+    let mut all = Map::new();
+    for part in [schemas, submit_schemas(), job_schemas()] {
+        if let Value::Object(map) = part {
+            all.extend(map);
+        }
     }
+    all
+}
+
+/// The shapes `POST /api/v1/jobs` takes.
+fn submit_schemas() -> Value {
+    json!({
+        "SubmitJobBody": {
+            "description": "One of three shapes: flat text-to-image fields, a raw ComfyUI workflow, or the `SubmitJobRequest` message. Names are snake_case; camelCase is accepted too. `sampler` and `scheduler` are ComfyUI's names (the enum's names are accepted too).",
+            "oneOf": [
+                {"$ref": "#/components/schemas/TextToImageBody"},
+                {"$ref": "#/components/schemas/WorkflowBody"},
+                {"title": "Message", "$ref": "#/components/schemas/easel.jobs.v1.SubmitJobRequest"}
+            ]
+        },
+        "TextToImageBody": {
+            "title": "Text to image",
+            "type": "object",
+            "required": ["prompt"],
+            "additionalProperties": false,
+            "properties": {
+                "prompt": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "What to draw."},
+                "negative_prompt": {"type": "string", "maxLength": 4000, "description": "What to keep out of the image."},
+                "width": {"type": "integer", "minimum": 0, "maximum": 8192, "multipleOf": 8, "description": "Pixels, 64 to 8192, a multiple of 8 (0 or absent: 1024). The tier caps width × height."},
+                "height": {"type": "integer", "minimum": 0, "maximum": 8192, "multipleOf": 8, "description": "Pixels, like width."},
+                "steps": {"type": "integer", "minimum": 0, "maximum": 200, "description": "Sampling steps (0 or absent: 20); the tier may allow fewer."},
+                "cfg_scale": {"type": "number", "minimum": 0, "maximum": 100, "description": "Classifier-free guidance (default 7)."},
+                "sampler": {"$ref": "#/components/schemas/SamplerName"},
+                "scheduler": {"$ref": "#/components/schemas/SchedulerName"},
+                "seed": {"type": "integer", "minimum": 0, "maximum": 18446744073709551615u64, "description": "Noise seed; without one easel picks one and records it in `metadata.seed`."},
+                "checkpoint": {"type": "string", "description": "A checkpoint of `GET /api/v1/models` (default: the platform's)."},
+                "batch_size": {"type": "integer", "minimum": 0, "maximum": 64, "description": "Images in one run (0 or absent: 1); the tier may allow fewer."},
+                "idempotency_key": {"$ref": "#/components/schemas/IdempotencyKey"},
+                "start_timeout": {"$ref": "#/components/schemas/StartTimeout"},
+                "keep_workflow_metadata": {"type": "boolean", "default": false, "description": "Keep the prompt graph ComfyUI embeds in PNG text chunks (stripped by default)."}
+            }
+        },
+        "WorkflowBody": {
+            "title": "Raw workflow",
+            "type": "object",
+            "required": ["workflow"],
+            "additionalProperties": false,
+            "properties": {
+                "workflow": {"type": "object", "additionalProperties": true, "description": "A ComfyUI API-format graph: `{node_id: {\"class_type\", \"inputs\"}}`."},
+                "overrides": {"type": "array", "items": {"$ref": "#/components/schemas/easel.jobs.v1.InputOverride"}},
+                "idempotency_key": {"$ref": "#/components/schemas/IdempotencyKey"},
+                "start_timeout": {"$ref": "#/components/schemas/StartTimeout"},
+                "keep_workflow_metadata": {"type": "boolean", "default": false}
+            }
+        },
+        "IdempotencyKey": {"type": "string", "maxLength": 255, "pattern": "^[ -~]*$", "description": "Same as the Idempotency-Key header."},
+        "StartTimeout": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]{1,9})?s$", "examples": ["600s"], "description": "Give up if the job has not started within this long (at most 7 days)."},
+        "SamplerName": {"type": "string", "enum": crate::rest::submit::sampler_names(), "description": "ComfyUI's KSampler `sampler_name`."},
+        "SchedulerName": {"type": "string", "enum": crate::rest::submit::scheduler_names(), "description": "ComfyUI's KSampler `scheduler`."},
+        "JobStatus": {"type": "string", "enum": crate::rest::view::STATUS_WORDS, "description": "`pending` (queued), `processing` (running on a backend), `completed` (results stored), `failed` (see `error`), `cancelled` (by its owner), `expired` (not started before its deadline)."}
+    })
+}
+
+/// A job and its events as REST shows them ([`crate::rest::view`]).
+fn job_schemas() -> Value {
+    json!({
+        "SubmitJobAccepted": {
+            "allOf": [
+                {"$ref": "#/components/schemas/Job"},
+                {"type": "object", "required": ["replayed"], "properties": {"replayed": {"type": "boolean", "description": "True when an earlier request with this idempotency key made the job."}}}
+            ]
+        },
+        "Job": {
+            "type": "object",
+            "description": "An image-generation job.",
+            "required": ["job_id", "id", "status", "owner", "status_url", "websocket_url", "events_url", "cancel_url", "results", "attempts", "max_attempts", "seq"],
+            "properties": {
+                "job_id": {"type": "string", "description": "The job's id, `job_…`."},
+                "id": {"type": "string", "description": "The same id."},
+                "status": {"$ref": "#/components/schemas/JobStatus"},
+                "owner": {"type": "string", "description": "The owning user's id."},
+                "status_url": {"type": "string", "description": "GET the job."},
+                "websocket_url": {"type": "string", "description": "Its WebSocket of events."},
+                "events_url": {"type": "string", "description": "Its Server-Sent Events."},
+                "cancel_url": {"type": "string", "description": "POST to cancel it."},
+                "result_url": {"type": "string", "description": "The first result's signed URL, once there is one."},
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/JobResult"}, "description": "Every stored image (when completed)."},
+                "metadata": {"$ref": "#/components/schemas/JobMetadata"},
+                "progress": {"$ref": "#/components/schemas/JobProgress"},
+                "queue_position": {"type": "integer", "minimum": 1, "description": "Place in the queue while pending (1 = next)."},
+                "pending_reason": {"type": "string", "description": "`waiting_for_backend` while no backend can take the pending job."},
+                "eta_seconds": {"type": "number", "minimum": 0, "description": "Estimated seconds until the job finishes."},
+                "attempts": {"type": "integer", "minimum": 0, "description": "Runs started so far."},
+                "max_attempts": {"type": "integer", "minimum": 0, "description": "Runs allowed."},
+                "backend": {"type": "string", "description": "The ComfyUI backend of the latest attempt."},
+                "error": {"$ref": "#/components/schemas/JobError"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": {"type": "string", "format": "date-time"},
+                "completed_at": {"type": "string", "format": "date-time"},
+                "start_deadline": {"type": "string", "format": "date-time", "description": "A job not started by then expires."},
+                "trace_id": {"type": "string", "description": "The W3C trace id of the submit."},
+                "seq": {"type": "integer", "minimum": 0, "description": "The last event's sequence number; resume a stream after it."}
+            }
+        },
+        "JobPage": {
+            "type": "object",
+            "required": ["jobs"],
+            "properties": {
+                "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}, "description": "Newest first."},
+                "next_page_token": {"type": "string", "description": "The next page's `page_token`; absent on the last page."}
+            }
+        },
+        "JobResult": {
+            "type": "object",
+            "required": ["artifact_id", "url", "content_type", "size_bytes", "sha256", "width", "height", "node_id", "filename"],
+            "properties": {
+                "artifact_id": {"type": "string"},
+                "url": {"type": "string", "description": "A signed, time-limited download link."},
+                "url_expires_at": {"type": "string", "format": "date-time"},
+                "content_type": {"type": "string"},
+                "size_bytes": {"type": "integer", "minimum": 0},
+                "sha256": {"type": "string"},
+                "width": {"type": "integer", "minimum": 0},
+                "height": {"type": "integer", "minimum": 0},
+                "node_id": {"type": "string"},
+                "filename": {"type": "string"}
+            }
+        },
+        "JobMetadata": {
+            "type": "object",
+            "required": ["seed", "checkpoint"],
+            "properties": {
+                "seed": {"type": "integer", "minimum": 0, "description": "The seed used."},
+                "checkpoint": {"type": "string"},
+                "resolved": {"type": "object", "description": "The text-to-image parameters with every default filled in.", "properties": {
+                    "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
+                    "width": {"type": "integer"}, "height": {"type": "integer"}, "steps": {"type": "integer"},
+                    "cfg_scale": {"type": "number"},
+                    "sampler": {"$ref": "#/components/schemas/SamplerName"},
+                    "scheduler": {"$ref": "#/components/schemas/SchedulerName"},
+                    "seed": {"type": "integer", "minimum": 0}, "checkpoint": {"type": "string"},
+                    "batch_size": {"type": "integer"}
+                }}
+            }
+        },
+        "JobProgress": {
+            "type": "object",
+            "description": "While processing; 100 percent once completed; absent otherwise.",
+            "required": ["node_id", "node_class", "step", "max_steps", "percent"],
+            "properties": {
+                "node_id": {"type": "string"}, "node_class": {"type": "string"},
+                "step": {"type": "integer", "minimum": 0}, "max_steps": {"type": "integer", "minimum": 0},
+                "percent": {"type": "number", "minimum": 0, "maximum": 100}
+            }
+        },
+        "JobError": {
+            "type": "object",
+            "required": ["code", "message", "retryable", "node_errors"],
+            "properties": {
+                "code": {"type": "string", "description": "E.g. `INVALID_ARGUMENT`, `UNAVAILABLE`."},
+                "message": {"type": "string"},
+                "retryable": {"type": "boolean"},
+                "node_errors": {"type": "array", "items": {"type": "object", "properties": {
+                    "node_id": {"type": "string"}, "class_type": {"type": "string"}, "type": {"type": "string"},
+                    "message": {"type": "string"}, "details": {"type": "string"}, "input_name": {"type": "string"}
+                }}},
+                "exception_type": {"type": "string"}
+            }
+        },
+        "JobEvent": {
+            "type": "object",
+            "description": "One event of a job's WebSocket or Server-Sent Events stream; `type` says which members are set.",
+            "required": ["job_id", "seq", "type"],
+            "properties": {
+                "job_id": {"type": "string"},
+                "seq": {"type": "integer", "minimum": 1},
+                "time": {"type": "string", "format": "date-time"},
+                "type": {"type": "string", "enum": ["snapshot", "status", "progress", "queue_position", "output"]},
+                "job": {"$ref": "#/components/schemas/Job", "description": "`snapshot`: the whole job."},
+                "status": {"$ref": "#/components/schemas/JobStatus"},
+                "error": {"$ref": "#/components/schemas/JobError"},
+                "attempt": {"type": "integer", "minimum": 1},
+                "backend": {"type": "string"},
+                "pending_reason": {"type": "string"},
+                "progress": {"$ref": "#/components/schemas/JobProgress"},
+                "queue_position": {"type": "integer", "minimum": 1},
+                "eta_seconds": {"type": "number", "minimum": 0},
+                "result": {"$ref": "#/components/schemas/JobResult"}
+            },
+            "example": {"job_id": "job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b", "seq": 5, "time": "2025-12-31T23:59:03+00:00", "type": "progress", "progress": {"node_id": "3", "node_class": "KSampler", "step": 10, "max_steps": 20, "percent": 50.0}}
+        }
+    })
 }
 
 #[cfg(test)]
@@ -391,10 +535,7 @@ mod tests {
     }
 
     #[test]
-    fn every_route_of_the_router_is_documented_and_the_reverse() {
-        let documented: BTreeSet<&str> = ROUTES.iter().map(|route| route.router_path).collect();
-        let served: BTreeSet<&str> = crate::rest::paths().into_iter().collect();
-        assert_eq!(documented, served);
+    fn operation_ids_are_unique() {
         let ids: BTreeSet<&str> = ROUTES.iter().map(|route| route.operation_id).collect();
         assert_eq!(ids.len(), ROUTES.len(), "operation ids are unique");
     }

@@ -1,18 +1,19 @@
 //! The REST/JSON API: the proto3 JSON mapping of the public messages, plus the job streams
 //! (WebSocket and Server-Sent Events), signed downloads, the JWKS and the OpenAPI document.
 //!
-//! The route table lives in [`crate::openapi::routes`]; [`router`] registers exactly those
-//! routes (a test checks both agree).
+//! [`router`] registers the records of [`crate::routes::ROUTES`], the one route table.
 
-mod account;
-mod artifacts;
-mod jobs;
+pub(crate) mod account;
+mod actions;
+pub(crate) mod artifacts;
+pub(crate) mod jobs;
 pub mod json;
-mod models;
-mod public;
+pub(crate) mod models;
+pub(crate) mod public;
 pub mod query;
-mod streams;
+pub(crate) mod streams;
 pub mod submit;
+pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
 use bytes::Bytes;
 use easel_runtime::admin::Readiness;
 use easel_runtime::error::{Error, reason};
@@ -32,6 +32,7 @@ use http::{Method, header};
 use crate::api::Gateway;
 use crate::context::CallContext;
 use crate::jwks::JwksCache;
+use crate::routes::ROUTES;
 use json::ApiError;
 
 /// Why the REST router could not be built.
@@ -85,48 +86,11 @@ impl RestState {
     }
 }
 
-/// The routes of the REST API, each with its handlers.
-fn routes() -> Vec<(&'static str, MethodRouter<RestState>)> {
-    vec![
-        ("/api/v1/jobs", post(jobs::submit).get(jobs::list)),
-        ("/api/v1/jobs/{id}", get(jobs::get).post(jobs::action)),
-        ("/api/v1/jobs/{id}/events", get(streams::server_sent_events)),
-        ("/ws/jobs/{id}", get(streams::websocket)),
-        ("/api/v1/models", get(models::list)),
-        (
-            "/api/v1/keys",
-            post(account::create_key).get(account::list_keys),
-        ),
-        ("/api/v1/keys/{id}", post(account::key_action)),
-        ("/api/v1/auth/login", post(account::login)),
-        ("/api/v1/auth/token", post(account::exchange_token)),
-        ("/api/v1/usage", get(account::usage)),
-        ("/api/v1/admin/users", post(account::create_user)),
-        ("/api/v1/admin/users/{id}", post(account::user_action)),
-        ("/v1/artifacts/{id}", get(artifacts::download)),
-        ("/.well-known/jwks.json", get(public::jwks)),
-        ("/openapi.json", get(public::openapi)),
-        ("/readyz", get(public::readyz)),
-        ("/healthz", get(public::healthz)),
-        ("/metrics", get(public::metrics)),
-    ]
-}
-
-/// The paths [`router`] serves (for the test against the OpenAPI route table).
-pub fn paths() -> Vec<&'static str> {
-    routes().into_iter().map(|(path, _)| path).collect()
-}
-
 /// The REST router: every route, the body limit, and errors (404, 405, rejections) in the
 /// envelope.
 pub fn router(state: RestState) -> Router {
     let max_body_bytes = state.gateway.config().max_body_bytes;
-    let mut router = Router::new();
-    for (path, handlers) in routes() {
-        router = router.route(path, handlers);
-    }
-    router
-        .route_layer(axum::middleware::from_fn(crate::metrics::label_route))
+    actions::register(Router::new(), ROUTES, &state)
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(state)
@@ -213,6 +177,21 @@ impl FromRequestParts<RestState> for CallContext {
     }
 }
 
+/// The base URL of the request's links (see [`base_url`]).
+#[derive(Debug)]
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<RestState> for BaseUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(BaseUrl(base_url(state, &parts.extensions)))
+    }
+}
+
 /// The base URL of links in answers (`Location`, `links`): `EASEL_PUBLIC_URL`, else the
 /// gateway's own address on the request's connection (the listen address, or the interface
 /// reached when listening on all of them). Never the request's `Host` or `X-Forwarded-*`
@@ -227,31 +206,4 @@ pub fn base_url(state: &RestState, extensions: &http::Extensions) -> String {
         .get::<LocalAddr>()
         .map(|local| format!("http://{}", local.0))
         .unwrap_or_default()
-}
-
-/// Splits `{id}:{action}` of an action route; the action must be one of `actions`.
-fn split_action<'a>(segment: &'a str, actions: &[&str]) -> Result<(&'a str, &'a str), Error> {
-    match segment.rsplit_once(':') {
-        Some((id, action)) if actions.contains(&action) && !id.is_empty() => Ok((id, action)),
-        _ => Err(Error::not_found(format!(
-            "no such route; use POST …/{{id}}:{}",
-            actions.join(" or :")
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn actions_split_off_their_id() {
-        assert_eq!(
-            split_action("job_1:cancel", &["cancel"]).unwrap(),
-            ("job_1", "cancel")
-        );
-        assert!(split_action("job_1", &["cancel"]).is_err());
-        assert!(split_action("job_1:delete", &["cancel"]).is_err());
-        assert!(split_action(":cancel", &["cancel"]).is_err());
-    }
 }

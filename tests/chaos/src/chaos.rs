@@ -444,7 +444,7 @@ impl Chaos {
                 row.duplicated += 1;
             }
             match finals.get(id) {
-                Some(job) if job["status"] == "JOB_STATUS_SUCCEEDED" => {
+                Some(job) if job["status"] == "completed" => {
                     row.succeeded += 1;
                     row.observed += usize::from(executed > 0);
                     row.listed += usize::from(stored > 0);
@@ -477,7 +477,7 @@ impl Chaos {
             let accepted = recorder.accepted();
             for id in accepted.iter().rev().take(3) {
                 if let Ok(job) = self.client.job(id).await
-                    && job["status"] == "JOB_STATUS_RUNNING"
+                    && job["status"] == "processing"
                 {
                     return;
                 }

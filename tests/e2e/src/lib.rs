@@ -603,20 +603,12 @@ pub fn json_u64(value: &serde_json::Value) -> Option<u64> {
 
 /// The status a job event reports: a snapshot's status or a status change's.
 pub fn event_status(event: &serde_json::Value) -> Option<&str> {
-    event["snapshot"]["status"]
-        .as_str()
-        .or_else(|| event["statusChange"]["status"].as_str())
+    event["status"].as_str()
 }
 
-/// Whether `status` (a `JOB_STATUS_…` name) is terminal.
+/// Whether `status` (a REST status word) is terminal.
 pub fn is_terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "JOB_STATUS_SUCCEEDED"
-            | "JOB_STATUS_FAILED"
-            | "JOB_STATUS_CANCELLED"
-            | "JOB_STATUS_EXPIRED"
-    )
+    matches!(status, "completed" | "failed" | "cancelled" | "expired")
 }
 
 /// A raw ComfyUI API-format graph of weight-free nodes: a solid image, saved.

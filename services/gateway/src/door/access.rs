@@ -3,9 +3,10 @@
 //!
 //! - gRPC and gRPC-web: [`GRPC_METHODS`], every public method by its path.
 //! - REST, the WebSocket and the Server-Sent Events: the route records of
-//!   [`crate::openapi::routes::ROUTES`], each carrying its [`Access`] (so `/openapi.json`
-//!   documents the same scopes the door checks). A REST route and the gRPC method it maps need
-//!   the same (a test holds them together).
+//!   [`crate::routes::ROUTES`], each carrying its [`Access`] beside its handler and its
+//!   documentation (so `/openapi.json` documents the same scopes the door checks, and the
+//!   router serves exactly the routes the door knows). A REST route and the gRPC method it
+//!   maps need the same (a test holds them together).
 //!
 //! A request that matches nothing in the table never reaches a handler: the door still asks
 //! for a credential (401 without one), then answers 404 (405 for a known path with another
@@ -15,7 +16,7 @@
 use easel_auth_client::Scope;
 use http::Method;
 
-use crate::openapi::routes::{ROUTES, Route};
+use crate::routes::ROUTES;
 
 /// What the door requires of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +165,7 @@ pub fn rule_of(method: &Method, path: &str, grpc: bool) -> Rule {
     };
     let mut others = Vec::new();
     for route in ROUTES.iter().filter(|route| path_matches(route.path, path)) {
-        let route_method = route_method(route);
+        let route_method = route.method.method();
         if route_method == *wanted {
             return Rule::Listed(route.access);
         }
@@ -177,11 +178,6 @@ pub fn rule_of(method: &Method, path: &str, grpc: bool) -> Rule {
     } else {
         Rule::OtherMethods(others)
     }
-}
-
-/// A route's method.
-pub fn route_method(route: &Route) -> Method {
-    Method::from_bytes(route.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::GET)
 }
 
 /// Whether `path` is an instance of the documented `template`: literal segments are equal,
@@ -212,11 +208,14 @@ fn segment_matches(pattern: &str, segment: &str) -> bool {
     }
 }
 
-/// Whether a request may carry its credential as `?access_token=`: the job streams, which
-/// browsers open with `WebSocket` and `EventSource`, neither of which can set headers.
+/// Whether a request may carry its credential as `?access_token=`: it goes to a route that
+/// documents the parameter (see [`crate::routes::Route::takes_query_token`]).
 pub fn allows_query_token(method: &Method, path: &str) -> bool {
-    method == Method::GET
-        && (path_matches("/ws/jobs/{id}", path) || path_matches("/api/v1/jobs/{id}/events", path))
+    ROUTES.iter().any(|route| {
+        route.takes_query_token()
+            && route.method.method() == method
+            && path_matches(route.path, path)
+    })
 }
 
 #[cfg(test)]
@@ -318,7 +317,7 @@ mod tests {
         for route in ROUTES {
             let path = route.path.replace("{id}", "x_1");
             assert_eq!(
-                rule_of(&route_method(route), &path, false),
+                rule_of(&route.method.method(), &path, false),
                 Rule::Listed(route.access),
                 "{} {}",
                 route.method,
@@ -333,7 +332,7 @@ mod tests {
         // documented path. Both must reach the same rule whichever way a request is read.
         for route in ROUTES {
             for other in ROUTES {
-                if route.router_path == other.router_path && route.method == other.method {
+                if route.router_path() == other.router_path() && route.method == other.method {
                     assert_eq!(
                         route.access, other.access,
                         "{} {}",

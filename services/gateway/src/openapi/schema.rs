@@ -148,7 +148,8 @@ impl Catalog {
             {
                 object.insert("description".into(), Value::String(comment.clone()));
             }
-            properties.insert(field.json_name().to_string(), schema);
+            // REST speaks the protos' own (snake_case) names; requests accept camelCase too.
+            properties.insert(field.name().to_string(), schema);
         }
         let mut description = comments.own.clone();
         // Real oneofs (not the synthetic ones of proto3 `optional`): at most one member is set.
@@ -157,7 +158,7 @@ impl Catalog {
                 .field
                 .iter()
                 .filter(|field| field.oneof_index == Some(index as i32) && !field.proto3_optional())
-                .map(FieldDescriptorProto::json_name)
+                .map(FieldDescriptorProto::name)
                 .collect();
             if !members.is_empty() {
                 if !description.is_empty() {
@@ -306,8 +307,8 @@ mod tests {
         let schemas = catalog().schemas(&["easel.jobs.v1.Job"]).unwrap();
         let job = &schemas["easel.jobs.v1.Job"];
         let properties = &job["properties"];
-        assert_eq!(properties["queuePosition"]["type"], "integer");
-        assert_eq!(properties["createTime"]["format"], "date-time");
+        assert_eq!(properties["queue_position"]["type"], "integer");
+        assert_eq!(properties["create_time"]["format"], "date-time");
         assert_eq!(properties["seq"]["type"], "string");
         assert_eq!(properties["outputs"]["type"], "array");
         assert_eq!(
@@ -315,7 +316,7 @@ mod tests {
             "#/components/schemas/easel.jobs.v1.JobStatus"
         );
         assert!(
-            properties["queuePosition"]["description"]
+            properties["queue_position"]["description"]
                 .as_str()
                 .unwrap()
                 .contains("queue"),
@@ -349,7 +350,7 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(
-            description.contains("`textToImage`, `workflow`"),
+            description.contains("`text_to_image`, `workflow`"),
             "{description}"
         );
     }

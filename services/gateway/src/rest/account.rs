@@ -10,16 +10,15 @@ use easel_runtime::error::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use super::json::{
-    ApiError, OptionalProtoJson, PathParam, ProtoJson, json_body, json_response, parse_json,
-};
+use super::RestState;
+use super::actions::Target;
+use super::json::{ApiError, OptionalProtoJson, ProtoJson, json_body, parse_json, snake_response};
 use super::query::Query;
-use super::{RestState, split_action};
 use crate::context::CallContext;
 
 /// An answer that holds a secret (a key, a token): never cached.
 fn secret_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    let mut response = json_response(status, value);
+    let mut response = snake_response(status, value);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -36,40 +35,34 @@ pub async fn create_key(
     Ok(secret_response(StatusCode::CREATED, &answer))
 }
 
-/// `GET /api/v1/keys?pageSize&pageToken`.
+/// `GET /api/v1/keys?page_size&page_token`.
 pub async fn list_keys(
     State(state): State<RestState>,
     context: CallContext,
     mut query: Query,
 ) -> Result<Response, ApiError> {
     let request = ListApiKeysRequest {
-        page_size: query.take_u32(&["pageSize", "page_size"])?.unwrap_or(0),
+        page_size: query.take_u32(&["page_size", "pageSize"])?.unwrap_or(0),
         page_token: query
-            .take_string(&["pageToken", "page_token"])?
+            .take_string(&["page_token", "pageToken"])?
             .unwrap_or_default(),
     };
     query.finish()?;
     let answer = state.gateway.list_api_keys(&context, request).await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    Ok(snake_response(StatusCode::OK, &answer))
 }
 
 /// `POST /api/v1/keys/{id}:revoke`.
-pub async fn key_action(
+pub async fn revoke_key(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    Target(key_id): Target,
 ) -> Result<Response, ApiError> {
-    let (key_id, _) = split_action(&segment, &["revoke"])?;
     let answer = state
         .gateway
-        .revoke_api_key(
-            &context,
-            RevokeApiKeyRequest {
-                key_id: key_id.to_string(),
-            },
-        )
+        .revoke_api_key(&context, RevokeApiKeyRequest { key_id })
         .await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    Ok(snake_response(StatusCode::OK, &answer))
 }
 
 /// `POST /api/v1/auth/login`: an access token for an email and password.
@@ -103,7 +96,7 @@ pub async fn usage(
     };
     query.finish()?;
     let answer = state.gateway.get_usage(&context, request).await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    Ok(snake_response(StatusCode::OK, &answer))
 }
 
 /// `POST /api/v1/admin/users` (admin): 201 with the user.
@@ -113,26 +106,16 @@ pub async fn create_user(
     ProtoJson(request): ProtoJson<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let answer = state.gateway.create_user(&context, request).await?;
-    Ok(json_response(StatusCode::CREATED, &answer))
+    Ok(snake_response(StatusCode::CREATED, &answer))
 }
 
-/// `POST /api/v1/admin/users/{id}:setTier` (body `{"tier": "TIER_PRO"}`) and
-/// `POST /api/v1/admin/users/{id}:disable` (admin).
-pub async fn user_action(
+/// `POST /api/v1/admin/users/{id}:setTier` (admin), body `{"tier": "TIER_PRO"}`.
+pub async fn set_user_tier(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    Target(user_id): Target,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (user_id, action) = split_action(&segment, &["setTier", "disable"])?;
-    let user_id = user_id.to_string();
-    if action == "disable" {
-        let answer = state
-            .gateway
-            .disable_user(&context, DisableUserRequest { user_id })
-            .await?;
-        return Ok(json_response(StatusCode::OK, &answer));
-    }
     let body = json_body(request, &state, false).await?;
     let mut request: SetUserTierRequest = parse_json(&body)?;
     if !request.user_id.is_empty() && request.user_id != user_id {
@@ -143,5 +126,18 @@ pub async fn user_action(
     }
     request.user_id = user_id;
     let answer = state.gateway.set_user_tier(&context, request).await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    Ok(snake_response(StatusCode::OK, &answer))
+}
+
+/// `POST /api/v1/admin/users/{id}:disable` (admin).
+pub async fn disable_user(
+    State(state): State<RestState>,
+    context: CallContext,
+    Target(user_id): Target,
+) -> Result<Response, ApiError> {
+    let answer = state
+        .gateway
+        .disable_user(&context, DisableUserRequest { user_id })
+        .await?;
+    Ok(snake_response(StatusCode::OK, &answer))
 }

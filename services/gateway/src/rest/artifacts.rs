@@ -80,6 +80,13 @@ pub async fn download(
             )));
         }
         StatusCode::NOT_FOUND => return Err(ApiError(Error::not_found("no such artifact"))),
+        // A link whose `expires` or `sig` does not parse: answered in our envelope, not
+        // storage's words.
+        StatusCode::BAD_REQUEST => {
+            return Err(ApiError(Error::invalid_argument(
+                "the download link is malformed: expires and sig must be the link's own",
+            )));
+        }
         status if status.is_server_error() => {
             return Err(ApiError(Error::unavailable(
                 "artifact storage is unavailable, retry later",

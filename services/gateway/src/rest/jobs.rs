@@ -2,59 +2,39 @@
 
 use axum::extract::{Request, State};
 use axum::response::Response;
-use easel_proto::jobs::v1::{
-    CancelJobRequest, GetJobRequest, JobStatus, ListJobsRequest, SubmitJobResponse,
-};
+use easel_proto::jobs::v1::{CancelJobRequest, GetJobRequest, Job, JobStatus, ListJobsRequest};
 use easel_runtime::error::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
+use super::actions::Target;
 use super::json::{ApiError, PathParam, json_body, json_response};
 use super::query::Query;
 use super::submit::parse_submit;
-use super::{RestState, base_url, split_action};
+use super::view::{JobLinks, RestJob, STATUS_WORDS, parse_status_word};
+use super::{BaseUrl, RestState, base_url};
 use crate::context::CallContext;
 
-/// Where a job can be followed and acted on.
+/// The answer to a submit: the job, and whether an earlier request with the same idempotency
+/// key made it.
 #[derive(Debug, Serialize)]
-pub struct JobLinks {
-    /// `GET` the job.
-    #[serde(rename = "self")]
-    pub job: String,
-    /// `GET` its Server-Sent Events.
-    pub events: String,
-    /// Open a WebSocket of its events.
-    pub websocket: String,
-    /// `POST` to cancel it.
-    pub cancel: String,
-}
-
-impl JobLinks {
-    /// The links of `job_id` under `base` (empty: relative links).
-    pub fn new(base: &str, job_id: &str) -> JobLinks {
-        let job = format!("{base}/api/v1/jobs/{job_id}");
-        let websocket_base = if let Some(rest) = base.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = base.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            base.to_string()
-        };
-        JobLinks {
-            events: format!("{job}/events"),
-            cancel: format!("{job}:cancel"),
-            websocket: format!("{websocket_base}/ws/jobs/{job_id}"),
-            job,
-        }
-    }
-}
-
-/// The body of a submit's answer: the message plus the job's links.
-#[derive(Debug, Serialize)]
-struct Submitted<'a> {
+struct Submitted {
     #[serde(flatten)]
-    answer: &'a SubmitJobResponse,
-    links: JobLinks,
+    job: RestJob,
+    replayed: bool,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize)]
+struct JobPage {
+    jobs: Vec<RestJob>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    next_page_token: String,
+}
+
+/// The job of an answer that must carry one.
+fn job_of(job: Option<&Job>) -> Result<&Job, ApiError> {
+    job.ok_or_else(|| ApiError(Error::internal("the jobs service answered without a job")))
 }
 
 /// `POST /api/v1/jobs`: 202 with the job and its links, or 200 with
@@ -77,26 +57,15 @@ pub async fn submit(
     let body = json_body(request, &state, false).await?;
     let submit = parse_submit(&body, idempotency_key.as_deref())?;
     let answer = state.gateway.submit_job(&context, submit).await?;
-    let job_id = answer
-        .job
-        .as_ref()
-        .map(|job| job.id.clone())
-        .unwrap_or_default();
-    let links = JobLinks::new(&base, &job_id);
-    let location = HeaderValue::from_str(&links.job).ok();
+    let job = RestJob::new(job_of(answer.job.as_ref())?, &base);
+    let location = HeaderValue::from_str(&JobLinks::new(&base, &job.job_id).status_url).ok();
     let status = if answer.replayed {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
     let replayed = answer.replayed;
-    let mut response = json_response(
-        status,
-        &Submitted {
-            answer: &answer,
-            links,
-        },
-    );
+    let mut response = json_response(status, &Submitted { job, replayed });
     let headers = response.headers_mut();
     if let Some(location) = location {
         headers.insert(header::LOCATION, location);
@@ -111,6 +80,7 @@ pub async fn submit(
 pub async fn get(
     State(state): State<RestState>,
     context: CallContext,
+    BaseUrl(base): BaseUrl,
     PathParam(job_id): PathParam,
     query: Query,
 ) -> Result<Response, ApiError> {
@@ -119,18 +89,20 @@ pub async fn get(
         .gateway
         .get_job(&context, GetJobRequest { job_id })
         .await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    let job = RestJob::new(job_of(answer.job.as_ref())?, &base);
+    Ok(json_response(StatusCode::OK, &job))
 }
 
-/// `GET /api/v1/jobs?pageSize&pageToken&status`: the caller's jobs, newest first.
+/// `GET /api/v1/jobs?page_size&page_token&status`: the caller's jobs, newest first.
 pub async fn list(
     State(state): State<RestState>,
     context: CallContext,
+    BaseUrl(base): BaseUrl,
     mut query: Query,
 ) -> Result<Response, ApiError> {
-    let page_size = query.take_u32(&["pageSize", "page_size"])?.unwrap_or(0);
+    let page_size = query.take_u32(&["page_size", "pageSize"])?.unwrap_or(0);
     let page_token = query
-        .take_string(&["pageToken", "page_token"])?
+        .take_string(&["page_token", "pageToken"])?
         .unwrap_or_default();
     let statuses = query
         .take_all(&["status", "statuses"])
@@ -149,70 +121,50 @@ pub async fn list(
             },
         )
         .await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    let page = JobPage {
+        jobs: answer
+            .jobs
+            .iter()
+            .map(|job| RestJob::new(job, &base))
+            .collect(),
+        next_page_token: answer.next_page_token,
+    };
+    Ok(json_response(StatusCode::OK, &page))
 }
 
-/// A status filter: `JOB_STATUS_RUNNING`, `RUNNING` or `running`.
+/// A status filter: a status word (`processing`), or the proto's name (`JOB_STATUS_RUNNING`,
+/// `RUNNING`).
 fn parse_status(name: &str) -> Result<JobStatus, Error> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("JOB_STATUS_") {
-        upper
-    } else {
-        format!("JOB_STATUS_{upper}")
-    };
-    match JobStatus::from_str_name(&full) {
-        Some(status) if status != JobStatus::Unspecified => Ok(status),
-        _ => {
-            let shown: String = name.chars().take(64).collect();
-            Err(Error::invalid_field(
-                "status",
-                format!(
-                    "unknown status \"{shown}\"; expected one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXPIRED"
-                ),
-            ))
-        }
-    }
+    parse_status_word(name).ok_or_else(|| {
+        let shown: String = name.chars().take(64).collect();
+        Error::invalid_field(
+            "status",
+            format!(
+                "unknown status \"{shown}\"; expected one of {}",
+                STATUS_WORDS.join(", ")
+            ),
+        )
+    })
 }
 
 /// `POST /api/v1/jobs/{id}:cancel`.
-pub async fn action(
+pub async fn cancel(
     State(state): State<RestState>,
     context: CallContext,
-    PathParam(segment): PathParam,
+    BaseUrl(base): BaseUrl,
+    Target(job_id): Target,
 ) -> Result<Response, ApiError> {
-    let (job_id, _) = split_action(&segment, &["cancel"])?;
     let answer = state
         .gateway
-        .cancel_job(
-            &context,
-            CancelJobRequest {
-                job_id: job_id.to_string(),
-            },
-        )
+        .cancel_job(&context, CancelJobRequest { job_id })
         .await?;
-    Ok(json_response(StatusCode::OK, &answer))
+    let job = RestJob::new(job_of(answer.job.as_ref())?, &base);
+    Ok(json_response(StatusCode::OK, &job))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_follow_the_base_url() {
-        let links = JobLinks::new("https://api.example.com", "job_1");
-        assert_eq!(links.job, "https://api.example.com/api/v1/jobs/job_1");
-        assert_eq!(
-            links.events,
-            "https://api.example.com/api/v1/jobs/job_1/events"
-        );
-        assert_eq!(
-            links.cancel,
-            "https://api.example.com/api/v1/jobs/job_1:cancel"
-        );
-        assert_eq!(links.websocket, "wss://api.example.com/ws/jobs/job_1");
-        let relative = JobLinks::new("", "job_1");
-        assert_eq!(relative.websocket, "/ws/jobs/job_1");
-    }
 
     #[test]
     fn statuses_parse_in_every_spelling() {

@@ -104,6 +104,43 @@ pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
+/// A JSON answer of a proto message with the proto's own field names (snake_case) instead of
+/// the proto3 JSON mapping's camelCase. Only for messages without `Struct` or `Value` fields,
+/// whose keys are the caller's and must stay as they are.
+pub fn snake_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_value(value) {
+        Ok(value) => json_response(status, &snake_keys(value)),
+        Err(error) => ApiError(Error::internal(error)).into_response(),
+    }
+}
+
+/// `value` with every object key in snake_case (`nextPageToken` → `next_page_token`).
+pub fn snake_keys(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (snake_case(&key), snake_keys(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(snake_keys).collect()),
+        other => other,
+    }
+}
+
+fn snake_case(name: &str) -> String {
+    let mut snake = String::with_capacity(name.len() + 4);
+    for character in name.chars() {
+        if character.is_ascii_uppercase() {
+            snake.push('_');
+            snake.push(character.to_ascii_lowercase());
+        } else {
+            snake.push(character);
+        }
+    }
+    snake
+}
+
 /// A request body in the proto3 JSON mapping, deserialized with field paths in errors.
 #[derive(Debug)]
 pub struct ProtoJson<T>(pub T);
@@ -345,6 +382,15 @@ mod tests {
     fn trailing_garbage_is_malformed() {
         let error = parse_json::<TextToImage>(br#"{"prompt":"x"} 1"#).unwrap_err();
         assert!(error.message().contains("not valid JSON"), "{error}");
+    }
+
+    #[test]
+    fn keys_turn_snake_case() {
+        let value = serde_json::json!({"nextPageToken": "t", "apiKeys": [{"keyId": 1}]});
+        assert_eq!(
+            snake_keys(value),
+            serde_json::json!({"next_page_token": "t", "api_keys": [{"key_id": 1}]})
+        );
     }
 
     #[test]

@@ -14,14 +14,15 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use easel_proto::jobs::v1::{JobEvent, WatchJobRequest, job_event};
+use easel_proto::jobs::v1::{JobEvent, WatchJobRequest};
 use easel_runtime::error::{Error, ErrorCode};
 use futures::{SinkExt, Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, header};
 
-use super::RestState;
 use super::json::{ApiError, PathParam};
 use super::query::Query;
+use super::view::RestEvent;
+use super::{BaseUrl, RestState};
 use crate::api::JobEvents;
 use crate::context::CallContext;
 use crate::metrics::names;
@@ -36,6 +37,7 @@ const MAX_CLOSE_REASON: usize = 123;
 pub async fn server_sent_events(
     State(state): State<RestState>,
     context: CallContext,
+    BaseUrl(base): BaseUrl,
     PathParam(job_id): PathParam,
     headers: HeaderMap,
     query: Query,
@@ -56,7 +58,7 @@ pub async fn server_sent_events(
         .watch_job(&context, WatchJobRequest { job_id, after_seq })
         .await?;
     let keepalive = state.gateway.config().stream_keepalive;
-    let stream = sse_events(events);
+    let stream = sse_events(events, base);
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response();
@@ -69,15 +71,18 @@ pub async fn server_sent_events(
 
 /// The events as SSE: `id:` the sequence number, `data:` the event; an error other than the
 /// gateway's shutdown is sent as an `error` event with the envelope before the stream ends.
-fn sse_events(events: JobEvents) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+fn sse_events(
+    events: JobEvents,
+    base: String,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     let guard = OpenStream::new("sse");
     events
-        .scan(false, |failed, item| {
+        .scan(false, move |failed, item| {
             let out = if *failed {
                 None
             } else {
                 match item {
-                    Ok(event) => Some(event_to_sse(&event)),
+                    Ok(event) => Some(event_to_sse(&event, &base)),
                     Err(error) if error.code() == ErrorCode::Unavailable => None,
                     Err(error) => {
                         *failed = true;
@@ -99,11 +104,12 @@ fn sse_events(events: JobEvents) -> impl Stream<Item = Result<Event, Infallible>
         })
 }
 
-fn event_to_sse(event: &JobEvent) -> Event {
+fn event_to_sse(event: &JobEvent, base: &str) -> Event {
+    let rest = RestEvent::new(event, base);
     let sse = Event::default()
         .id(event.seq.to_string())
-        .event(event_name(event));
-    match serde_json::to_string(event) {
+        .event(rest.kind());
+    match serde_json::to_string(&rest) {
         Ok(json) => sse.data(json),
         Err(error) => {
             tracing::error!(%error, "a job event could not be serialized");
@@ -112,22 +118,11 @@ fn event_to_sse(event: &JobEvent) -> Event {
     }
 }
 
-/// The SSE event type of a job event: its kind, e.g. `statusChange`.
-fn event_name(event: &JobEvent) -> &'static str {
-    match &event.kind {
-        Some(job_event::Kind::Snapshot(_)) => "snapshot",
-        Some(job_event::Kind::StatusChange(_)) => "statusChange",
-        Some(job_event::Kind::Progress(_)) => "progress",
-        Some(job_event::Kind::QueuePosition(_)) => "queuePosition",
-        Some(job_event::Kind::Output(_)) => "output",
-        None => "message",
-    }
-}
-
 /// `GET /ws/jobs/{id}` (`?after=N` resumes after event N).
 pub async fn websocket(
     State(state): State<RestState>,
     context: CallContext,
+    BaseUrl(base): BaseUrl,
     PathParam(job_id): PathParam,
     mut query: Query,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -138,7 +133,7 @@ pub async fn websocket(
             rejection.body_text()
         )))
     })?;
-    let after_seq = query.take_string(&["after", "afterSeq"])?;
+    let after_seq = query.take_string(&["after", "after_seq", "afterSeq"])?;
     query.finish()?;
     let after_seq = match after_seq {
         None => 0,
@@ -155,7 +150,7 @@ pub async fn websocket(
     let shutdown = state.gateway.shutdown().clone();
     Ok(upgrade
         .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| pump(socket, events, shutdown, keepalive)))
+        .on_upgrade(move |socket| pump(socket, events, base, shutdown, keepalive)))
 }
 
 /// Sends every event, answers the client's frames, pings while idle, and closes: 1000 after
@@ -163,6 +158,7 @@ pub async fn websocket(
 async fn pump(
     socket: WebSocket,
     mut events: JobEvents,
+    base: String,
     shutdown: easel_runtime::Shutdown,
     keepalive: Duration,
 ) {
@@ -177,7 +173,7 @@ async fn pump(
             () = &mut stopped => break going_away(),
             item = events.next() => match item {
                 Some(Ok(event)) => {
-                    let text = match serde_json::to_string(&event) {
+                    let text = match serde_json::to_string(&RestEvent::new(&event, &base)) {
                         Ok(text) => text,
                         Err(error) => {
                             tracing::error!(%error, "a job event could not be serialized");
@@ -275,11 +271,13 @@ mod tests {
         let event = JobEvent {
             job_id: "job_1".into(),
             seq: 7,
-            kind: Some(job_event::Kind::Progress(Default::default())),
+            kind: Some(easel_proto::jobs::v1::job_event::Kind::Progress(
+                Default::default(),
+            )),
             ..Default::default()
         };
-        assert_eq!(event_name(&event), "progress");
-        let rendered = format!("{:?}", event_to_sse(&event));
+        let rendered = format!("{:?}", event_to_sse(&event, ""));
+        assert!(rendered.contains("progress"), "{rendered}");
         assert!(rendered.contains('7'), "{rendered}");
     }
 }

@@ -217,7 +217,7 @@ impl NamedEnum {
 }
 
 /// ComfyUI's sampler names: the enum's names without the prefix, lowercased.
-fn sampler_names() -> Vec<String> {
+pub fn sampler_names() -> Vec<String> {
     comfy_names(
         (1..)
             .map_while(|value| Sampler::try_from(value).ok())
@@ -227,7 +227,7 @@ fn sampler_names() -> Vec<String> {
 }
 
 /// ComfyUI's scheduler names.
-fn scheduler_names() -> Vec<String> {
+pub fn scheduler_names() -> Vec<String> {
     comfy_names(
         (1..)
             .map_while(|value| Scheduler::try_from(value).ok())

@@ -139,7 +139,7 @@ async fn bad_requests_credentials_and_other_tenants_get_clear_errors() {
         .await;
     assert_eq!(submitted.status(), 202);
     let submitted: serde_json::Value = submitted.json().await.unwrap_or_default();
-    let job_id = submitted["job"]["id"]
+    let job_id = submitted["job_id"]
         .as_str()
         .or_else(|| submitted["id"].as_str())
         .unwrap_or_default()
@@ -169,7 +169,7 @@ async fn bad_requests_credentials_and_other_tenants_get_clear_errors() {
     // A revoked key stops working (revocation reaches the gateway within a second).
     let (status, keys) = platform.get_json(&other.api_key, "/api/v1/keys").await;
     assert_eq!(status, 200, "{keys}");
-    let key_id = keys["apiKeys"][0]["id"]
+    let key_id = keys["api_keys"][0]["id"]
         .as_str()
         .unwrap_or_default()
         .to_string();

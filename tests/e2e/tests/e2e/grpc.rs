@@ -117,7 +117,7 @@ async fn grpc_submit_watch_and_download() {
     } else {
         &rest
     };
-    assert_eq!(rest_job["outputs"][0]["sha256"], output.sha256.as_str());
+    assert_eq!(rest_job["results"][0]["sha256"], output.sha256.as_str());
     assert_eq!(rest_job["id"], job.id.as_str());
 }
 

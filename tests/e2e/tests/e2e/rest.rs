@@ -41,13 +41,13 @@ async fn rest_submit_watch_over_websocket_and_download_the_signed_png() {
         location.ends_with(&format!("/api/v1/jobs/{job_id}")),
         "{location}"
     );
-    assert_eq!(job["status"], "JOB_STATUS_PENDING", "{body}");
+    assert_eq!(job["status"], "pending", "{body}");
 
     // The WebSocket: a snapshot first, then every event in sequence, closed at the end.
     let events = platform.watch_ws(&key, job_id).await;
     assert!(!events.is_empty(), "no events");
     assert!(
-        events[0]["snapshot"].is_object(),
+        events[0]["type"] == "snapshot" && events[0]["job"].is_object(),
         "first event: {}",
         events[0]
     );
@@ -62,7 +62,7 @@ async fn rest_submit_watch_over_websocket_and_download_the_signed_png() {
         .rev()
         .find_map(event_status)
         .unwrap_or_default();
-    assert_eq!(last_status, "JOB_STATUS_SUCCEEDED", "events: {events:?}");
+    assert_eq!(last_status, "completed", "events: {events:?}");
     assert!(
         events.iter().any(|event| event["progress"].is_object()),
         "no progress event"
@@ -73,9 +73,9 @@ async fn rest_submit_watch_over_websocket_and_download_the_signed_png() {
         .await;
     assert_eq!(status, 200);
     let job = job_of(&fetched);
-    assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED");
+    assert_eq!(job["status"], "completed");
     assert_eq!(json_u64(&job["metadata"]["seed"]), Some(7));
-    let output = &job["outputs"][0];
+    let output = &job["results"][0];
     let url = output["url"]
         .as_str()
         .unwrap_or_else(|| panic!("no url: {job}"));
@@ -140,7 +140,7 @@ async fn server_sent_events_arrive_in_order_and_resume_after_last_event_id() {
         .collect();
     let got: Vec<&String> = resumed
         .iter()
-        .filter(|(_, data)| data["snapshot"].is_null())
+        .filter(|(_, data)| data["type"] != "snapshot")
         .map(|(id, _)| id)
         .collect();
     assert_eq!(got, expected, "resumed stream");
@@ -203,7 +203,7 @@ async fn idempotent_replay_cancel_and_a_graph_comfyui_rejects() {
         .rev()
         .find_map(event_status)
         .unwrap_or_default();
-    assert_eq!(last, "JOB_STATUS_CANCELLED");
+    assert_eq!(last, "cancelled");
 
     // A graph ComfyUI refuses: the job fails with the node's error, not retried.
     let rejected = platform
@@ -216,20 +216,17 @@ async fn idempotent_replay_cancel_and_a_graph_comfyui_rejects() {
         .unwrap_or_default()
         .to_string();
     let events = platform.watch_ws(&key, &rejected_id).await;
-    assert_eq!(
-        events.iter().rev().find_map(event_status),
-        Some("JOB_STATUS_FAILED")
-    );
+    assert_eq!(events.iter().rev().find_map(event_status), Some("failed"));
     let (_, job) = platform
         .get_json(&key, &format!("/api/v1/jobs/{rejected_id}"))
         .await;
     let job = job_of(&job);
-    let node_errors = job["error"]["nodeErrors"]
+    let node_errors = job["error"]["node_errors"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     assert!(
-        node_errors.iter().any(|error| error["nodeId"] == "1"),
+        node_errors.iter().any(|error| error["node_id"] == "1"),
         "no error for node 1: {job}"
     );
     assert_eq!(
@@ -251,6 +248,6 @@ async fn idempotent_replay_cancel_and_a_graph_comfyui_rejects() {
     let events = platform.watch_ws(&key, &accepted_id).await;
     assert_eq!(
         events.iter().rev().find_map(event_status),
-        Some("JOB_STATUS_SUCCEEDED")
+        Some("completed")
     );
 }

@@ -40,7 +40,7 @@ async fn a_job_is_one_trace_across_gateway_auth_jobs_bridge_and_storage() {
     let events = platform.watch_ws(&key, &job_id).await;
     assert_eq!(
         events.iter().rev().find_map(event_status),
-        Some("JOB_STATUS_SUCCEEDED")
+        Some("completed")
     );
 
     let wanted = ["gateway", "auth", "jobs", "comfy-bridge", "storage"];

@@ -259,10 +259,10 @@ async fn bad_bodies_routes_and_methods_answer_the_envelope() {
 
     // A bad query parameter.
     let (status, body) = platform
-        .get_json(&user.api_key, "/api/v1/jobs?pageSize=many")
+        .get_json(&user.api_key, "/api/v1/jobs?page_size=many")
         .await;
     assert_eq!(status, 400);
-    assert_eq!(violation_field(envelope(&body)), "pageSize");
+    assert_eq!(violation_field(envelope(&body)), "page_size");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +286,7 @@ async fn another_users_job_is_not_found_and_idempotent_replays_answer_200() {
     assert_eq!(first.status(), 202);
     assert!(first.headers().get("idempotency-replayed").is_none());
     let first: Value = first.json().await.unwrap();
-    let id = first["job"]["id"].as_str().unwrap().to_string();
+    let id = first["job_id"].as_str().unwrap().to_string();
 
     let replay = submit(&alice.api_key, small_job("idempotent"), "order-1")
         .await
@@ -294,7 +294,7 @@ async fn another_users_job_is_not_found_and_idempotent_replays_answer_200() {
     assert_eq!(replay.status(), 200);
     assert_eq!(replay.headers()["idempotency-replayed"], "true");
     let replay: Value = replay.json().await.unwrap();
-    assert_eq!(replay["job"]["id"], id);
+    assert_eq!(replay["job_id"], id);
     assert_eq!(replay["replayed"], true);
 
     let reused = submit(&alice.api_key, small_job("something else"), "order-1")

@@ -45,9 +45,9 @@ async fn every_protocol_passes_through_envoy() {
     assert_eq!(response.status(), 202);
     assert_eq!(response.headers()["x-request-id"], "through-envoy-1");
     let body: Value = response.json().await.unwrap();
-    let id = body["job"]["id"].as_str().unwrap().to_string();
+    let id = body["job_id"].as_str().unwrap().to_string();
     assert!(
-        body["links"]["self"]
+        body["status_url"]
             .as_str()
             .unwrap()
             .starts_with(&platform.url)

@@ -8,14 +8,14 @@ use serde_json::Value;
 
 use crate::support::{Options, Platform, small_job};
 
-/// Every link of a submit's answer: `Location` and the four `links`.
+/// Every link of a submit's answer: `Location` and the job's four URLs.
 async fn links_of(response: reqwest::Response) -> Vec<String> {
     assert_eq!(response.status(), 202);
     let location = response.headers()["location"].to_str().unwrap().to_string();
     let body: Value = response.json().await.unwrap();
     let mut links = vec![location];
-    for name in ["self", "events", "websocket", "cancel"] {
-        links.push(body["links"][name].as_str().unwrap().to_string());
+    for name in ["status_url", "events_url", "websocket_url", "cancel_url"] {
+        links.push(body[name].as_str().unwrap().to_string());
     }
     links
 }

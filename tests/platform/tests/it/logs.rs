@@ -71,7 +71,7 @@ async fn keys_tokens_passwords_prompts_and_signed_links_never_reach_the_logs() {
         )
         .await;
     assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+    let id = response.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -104,7 +104,7 @@ async fn keys_tokens_passwords_prompts_and_signed_links_never_reach_the_logs() {
 
     // The signed output link, downloaded through the gateway.
     let job = platform.wait_terminal(&user.api_key, &id).await;
-    let url = job["outputs"][0]["url"].as_str().unwrap().to_string();
+    let url = job["result_url"].as_str().unwrap().to_string();
     let signature = url.split("sig=").nth(1).unwrap().to_string();
     let download = platform.http.get(&url).send().await.unwrap();
     assert_eq!(download.status(), 200);
@@ -118,7 +118,7 @@ async fn keys_tokens_passwords_prompts_and_signed_links_never_reach_the_logs() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
-    let token = login.json::<Value>().await.unwrap()["accessToken"]["token"]
+    let token = login.json::<Value>().await.unwrap()["access_token"]["token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -5,6 +5,7 @@
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used)]
 
+mod contract;
 mod door;
 mod envoy;
 mod grpc_web;

@@ -8,7 +8,7 @@ use easel_proto::jobs::v1::{
 use easel_proto::models::v1::{ListModelsRequest, ListModelsResponse};
 use futures::StreamExt;
 use prost::Message;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::grpc_web;
 use crate::support::{Options, Platform, small_job, with_key};
@@ -27,6 +27,47 @@ fn unsigned(mut answer: GetJobResponse) -> GetJobResponse {
     answer
 }
 
+/// The REST job carries the values of the gRPC one (links are signed anew on every read).
+fn assert_same_job(rest: &Value, job: &easel_proto::jobs::v1::Job) {
+    assert_eq!(rest["job_id"], job.id);
+    assert_eq!(rest["id"], job.id);
+    assert_eq!(rest["owner"], job.owner);
+    assert_eq!(rest["status"], "completed");
+    assert_eq!(rest["attempts"], job.attempts);
+    assert_eq!(rest["max_attempts"], job.max_attempts);
+    // Empty text is left out over REST.
+    let text = |name: &str| rest[name].as_str().unwrap_or_default().to_string();
+    assert_eq!(text("backend"), job.backend);
+    assert_eq!(rest["seq"], job.seq);
+    assert_eq!(text("trace_id"), job.trace_id);
+    let metadata = job.metadata.as_ref().unwrap();
+    assert_eq!(rest["metadata"]["seed"], metadata.seed);
+    assert_eq!(rest["metadata"]["checkpoint"], metadata.checkpoint);
+    let resolved = metadata.resolved.as_ref().unwrap();
+    assert_eq!(rest["metadata"]["resolved"]["steps"], resolved.steps);
+    assert_eq!(
+        rest["metadata"]["resolved"]["sampler"],
+        resolved.sampler().as_str_name()["SAMPLER_".len()..].to_ascii_lowercase()
+    );
+    let timestamp = |time: &Option<pbjson_types::Timestamp>| serde_json::to_value(time).unwrap();
+    assert_eq!(rest["created_at"], timestamp(&job.create_time));
+    assert_eq!(rest["started_at"], timestamp(&job.start_time));
+    assert_eq!(rest["completed_at"], timestamp(&job.end_time));
+    let results = rest["results"].as_array().unwrap();
+    assert_eq!(results.len(), job.outputs.len());
+    for (rest, output) in results.iter().zip(&job.outputs) {
+        assert_eq!(rest["artifact_id"], output.artifact_id);
+        assert_eq!(rest["sha256"], output.sha256);
+        assert_eq!(rest["size_bytes"], output.size_bytes);
+        assert_eq!(rest["content_type"], output.content_type);
+        assert_eq!(
+            (&rest["width"], &rest["height"]),
+            (&json!(output.width), &json!(output.height))
+        );
+        assert!(rest["url"].as_str().unwrap().contains(&output.artifact_id));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
     let platform = Platform::start().await;
@@ -35,7 +76,7 @@ async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
         .submit(&user.api_key, &small_job("same data"))
         .await;
     assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+    let id = response.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -72,13 +113,12 @@ async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
     let web = unsigned(GetJobResponse::decode(answer.messages[0].clone()).unwrap());
     assert_eq!(web, grpc);
 
-    // REST: the proto3 JSON of the same message.
+    // REST: the same values in its own spelling.
     let (status, rest) = platform
         .get_json(&user.api_key, &format!("/api/v1/jobs/{id}"))
         .await;
     assert_eq!(status, 200);
-    let rest: GetJobResponse = serde_json::from_value(rest).unwrap();
-    assert_eq!(unsigned(rest), grpc);
+    assert_same_job(&rest, grpc.job.as_ref().unwrap());
 
     // Models, both ways.
     let models = platform.channel().await;
@@ -89,7 +129,10 @@ async fn grpc_grpc_web_and_rest_return_the_same_job_and_models() {
             .unwrap()
             .into_inner();
     let (_, rest_models) = platform.get_json(&user.api_key, "/api/v1/models").await;
-    assert_eq!(rest_models, serde_json::to_value(&grpc_models).unwrap());
+    assert_eq!(
+        rest_models,
+        easel_gateway::rest::json::snake_keys(serde_json::to_value(&grpc_models).unwrap())
+    );
     let web_models = grpc_web::call(
         &platform.url,
         "/easel.models.v1.ModelService/ListModels",
@@ -157,7 +200,7 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
     // machine, fast or slow; a job finished before its watch is covered below.
     let hold = platform.hold_backend();
     let response = platform.submit(&user.api_key, &small_job("watched")).await;
-    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+    let id = response.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -206,7 +249,7 @@ async fn watch_job_streams_over_grpc_and_grpc_web_until_terminal() {
     let response = platform
         .submit(&user.api_key, &small_job("watched over grpc-web"))
         .await;
-    let id = response.json::<Value>().await.unwrap()["job"]["id"]
+    let id = response.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use easel_gateway::routes::Verb;
 use easel_proto::account::v1::Tier;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -9,7 +10,7 @@ use sha2::Digest;
 use crate::support::{Platform, WAIT};
 
 fn job_id(body: &Value) -> String {
-    body["job"]["id"].as_str().expect("a job id").to_string()
+    body["job_id"].as_str().expect("a job id").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,22 +31,28 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
     let id = job_id(&body);
     assert!(id.starts_with("job_"));
     assert_eq!(location, format!("{}/api/v1/jobs/{id}", platform.url));
-    // proto3 JSON leaves out default values: `replayed` is absent when false.
-    assert!(body["replayed"].is_null(), "{body}");
-    assert_eq!(body["links"]["self"], location);
-    assert_eq!(body["links"]["events"], format!("{location}/events"));
-    assert_eq!(body["links"]["cancel"], format!("{location}:cancel"));
+    assert_eq!(body["replayed"], false, "{body}");
+    assert_eq!(body["id"], id);
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["status_url"], location);
+    assert_eq!(body["events_url"], format!("{location}/events"));
+    assert_eq!(body["cancel_url"], format!("{location}:cancel"));
     assert_eq!(
-        body["links"]["websocket"],
+        body["websocket_url"],
         format!("{}/ws/jobs/{id}", platform.url.replacen("http", "ws", 1))
     );
-    assert_eq!(body["job"]["spec"]["textToImage"]["prompt"], "A sunset");
-    assert_eq!(body["job"]["owner"], user.id);
+    assert_eq!(body["metadata"]["resolved"]["prompt"], "A sunset");
+    assert!(body["metadata"]["seed"].is_u64(), "{body}");
+    assert_eq!(body["owner"], user.id);
 
     // It runs; its output is a signed link through the gateway, downloadable as the PNG.
     let job = platform.wait_terminal(&user.api_key, &id).await;
-    assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
-    let output = &job["outputs"][0];
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["progress"]["percent"], 100.0, "{job}");
+    assert!(job["completed_at"].is_string() && job["created_at"].is_string());
+    let output = &job["results"][0];
+    assert_eq!(job["result_url"], output["url"]);
+    assert!(output["size_bytes"].as_u64().unwrap() > 0, "{output}");
     let url = output["url"].as_str().unwrap();
     assert!(
         url.starts_with(&format!("{}/v1/artifacts/art_", platform.url)),
@@ -69,8 +76,8 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
         .get_json(&user.api_key, &format!("/api/v1/jobs/{id}"))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(read["job"]["id"], id);
-    assert_eq!(read["job"]["status"], "JOB_STATUS_SUCCEEDED");
+    assert_eq!(read["job_id"], id);
+    assert_eq!(read["status"], "completed");
 
     // A raw ComfyUI graph works too.
     let graph = json!({
@@ -80,14 +87,14 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
     let response = platform
         .submit(
             &user.api_key,
-            &json!({"workflow": graph, "overrides": [{"nodeId": "1", "input": "color", "value": 255}]}),
+            &json!({"workflow": graph, "overrides": [{"node_id": "1", "input": "color", "value": 255}]}),
         )
         .await;
     assert_eq!(response.status(), 202);
     let workflow_id = job_id(&response.json().await.unwrap());
     let job = platform.wait_terminal(&user.api_key, &workflow_id).await;
-    assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
-    assert_eq!(job["outputs"][0]["width"], 32);
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["results"][0]["width"], 32);
 
     // Cancel a slow one.
     let response = platform
@@ -106,13 +113,14 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
         .unwrap();
     assert_eq!(cancelled.status(), 200);
     let body: Value = cancelled.json().await.unwrap();
-    assert_eq!(body["job"]["id"], slow_id);
+    assert_eq!(body["job_id"], slow_id);
     let job = platform.wait_terminal(&user.api_key, &slow_id).await;
-    assert_eq!(job["status"], "JOB_STATUS_CANCELLED");
+    assert_eq!(job["status"], "cancelled");
+    assert!(job.get("progress").is_none(), "{job}");
 
     // List: newest first, paged, filtered by status.
     let (status, page) = platform
-        .get_json(&user.api_key, "/api/v1/jobs?pageSize=2")
+        .get_json(&user.api_key, "/api/v1/jobs?page_size=2")
         .await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = page["jobs"]
@@ -122,16 +130,16 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
         .map(|job| job["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [slow_id.as_str(), workflow_id.as_str()]);
-    let token = page["nextPageToken"].as_str().unwrap();
+    let token = page["next_page_token"].as_str().unwrap();
     let (_, next) = platform
         .get_json(
             &user.api_key,
-            &format!("/api/v1/jobs?pageSize=2&pageToken={token}"),
+            &format!("/api/v1/jobs?page_size=2&page_token={token}"),
         )
         .await;
     assert_eq!(next["jobs"][0]["id"], id);
     let (_, succeeded) = platform
-        .get_json(&user.api_key, "/api/v1/jobs?status=succeeded")
+        .get_json(&user.api_key, "/api/v1/jobs?status=completed")
         .await;
     assert_eq!(succeeded["jobs"].as_array().unwrap().len(), 2);
     let (_, cancelled) = platform
@@ -153,10 +161,10 @@ async fn jobs_are_submitted_listed_read_cancelled_and_downloaded() {
         .collect();
     assert!(names.contains(&"sd_xl_base_1.0.safetensors"), "{models}");
     let (_, first) = platform
-        .get_json(&user.api_key, "/api/v1/models?pageSize=1")
+        .get_json(&user.api_key, "/api/v1/models?page_size=1")
         .await;
     assert_eq!(first["models"].as_array().unwrap().len(), 1);
-    assert!(!first["nextPageToken"].as_str().unwrap().is_empty());
+    assert!(!first["next_page_token"].as_str().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,13 +185,13 @@ async fn keys_login_tokens_usage_and_admin_routes_reach_auth() {
     assert_eq!(created.headers()["cache-control"], "no-store");
     let created: Value = created.json().await.unwrap();
     let second = created["secret"].as_str().unwrap().to_string();
-    let key_id = created["apiKey"]["id"].as_str().unwrap().to_string();
+    let key_id = created["api_key"]["id"].as_str().unwrap().to_string();
     assert!(second.starts_with("easel_"));
 
     let (status, keys) = platform.get_json(&second, "/api/v1/keys").await;
     assert_eq!(status, 200);
     assert!(
-        keys["apiKeys"]
+        keys["api_keys"]
             .as_array()
             .unwrap()
             .iter()
@@ -203,7 +211,7 @@ async fn keys_login_tokens_usage_and_admin_routes_reach_auth() {
         .unwrap();
     assert_eq!(revoked.status(), 200);
     let revoked: Value = revoked.json().await.unwrap();
-    assert!(revoked["apiKey"]["revokeTime"].is_string());
+    assert!(revoked["api_key"]["revoke_time"].is_string());
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, body) = platform.get_json(&second, "/api/v1/jobs").await;
@@ -227,7 +235,7 @@ async fn keys_login_tokens_usage_and_admin_routes_reach_auth() {
         .unwrap();
     assert_eq!(login.status(), 200);
     let login: Value = login.json().await.unwrap();
-    let token = login["accessToken"]["token"].as_str().unwrap();
+    let token = login["access_token"]["token"].as_str().unwrap();
     let listed = http
         .get(format!("{}/api/v1/jobs", platform.url))
         .bearer_auth(token)
@@ -252,7 +260,7 @@ async fn keys_login_tokens_usage_and_admin_routes_reach_auth() {
         .unwrap();
     assert_eq!(exchanged.status(), 200);
     let exchanged: Value = exchanged.json().await.unwrap();
-    assert_eq!(exchanged["accessToken"]["tokenType"], "Bearer");
+    assert_eq!(exchanged["access_token"]["token_type"], "Bearer");
 
     // Usage and limits.
     let (status, usage) = platform
@@ -364,7 +372,7 @@ async fn probes_metrics_jwks_and_the_openapi_document_are_public() {
     ] {
         assert!(document["paths"][path].is_object(), "{path} is documented");
     }
-    assert!(document["components"]["schemas"]["easel.jobs.v1.Job"].is_object());
+    assert!(document["components"]["schemas"]["Job"].is_object());
 
     // Serve a request first, then it shows in the metrics.
     let user = platform.user(Tier::Pro).await;
@@ -386,17 +394,16 @@ async fn probes_metrics_jwks_and_the_openapi_document_are_public() {
 async fn every_documented_route_is_served() {
     let platform = Platform::start().await;
     let user = platform.user(Tier::Pro).await;
-    for route in easel_gateway::openapi::routes::ROUTES {
+    for route in easel_gateway::routes::ROUTES {
         let path = route
             .path
             .replace("{id}", "job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b");
         let request = match route.method {
-            "get" => platform.http.get(format!("{}{path}", platform.url)),
-            "post" => platform
+            Verb::Get => platform.http.get(format!("{}{path}", platform.url)),
+            Verb::Post => platform
                 .http
                 .post(format!("{}{path}", platform.url))
                 .json(&json!({})),
-            other => panic!("undocumented method {other}"),
         };
         let response = request
             .header("x-api-key", &user.api_key)
@@ -412,4 +419,90 @@ async fn every_documented_route_is_served() {
             route.method
         );
     }
+}
+
+/// The seed plan's `test_job_submission`, as it is written there:
+/// `POST /api/v1/jobs {"prompt": "Test image", "width": 512, "height": 512}` answers 202 and
+/// `assert "job_id" in response.json()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_test_job_submission() {
+    let platform = Platform::start().await;
+    let user = platform.user(Tier::Pro).await;
+    let response = platform
+        .submit(
+            &user.api_key,
+            &json!({"prompt": "Test image", "width": 512, "height": 512}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("job_id").is_some(), "{body}");
+    assert_eq!(body["status"], "pending");
+    assert!(body["status_url"].as_str().unwrap().ends_with(&format!(
+        "/api/v1/jobs/{}",
+        body["job_id"].as_str().unwrap()
+    )));
+    assert!(body["websocket_url"].as_str().unwrap().starts_with("ws://"));
+}
+
+/// The seed plan's `test_job_status`: `GET /api/v1/jobs/{id}` answers
+/// `response.json()["status"] in ["pending", "processing", "completed", "failed"]`, and a
+/// completed job has its `result_url`, `metadata` and timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_test_job_status() {
+    let platform = Platform::start().await;
+    let user = platform.user(Tier::Pro).await;
+    let response = platform
+        .submit(
+            &user.api_key,
+            &json!({"prompt": "Test image", "width": 64, "height": 64, "steps": 2}),
+        )
+        .await;
+    let id = job_id(&response.json().await.unwrap());
+    let (status, body) = platform
+        .get_json(&user.api_key, &format!("/api/v1/jobs/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        ["pending", "processing", "completed", "failed"]
+            .contains(&body["status"].as_str().unwrap()),
+        "{body}"
+    );
+    let job = platform.wait_terminal(&user.api_key, &id).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(job["result_url"].as_str().unwrap().contains("sig="));
+    assert!(job["metadata"]["seed"].is_u64());
+    assert!(job["created_at"].is_string() && job["completed_at"].is_string());
+}
+
+/// The seed plan's idempotency design: a replay of the same request with the same
+/// `Idempotency-Key` answers 200 with the same `job_id`; camelCase and snake_case requests
+/// are the same request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_idempotent_replay_answers_200_with_the_same_job_id() {
+    let platform = Platform::start().await;
+    let user = platform.user(Tier::Pro).await;
+    let send = |body: Value| {
+        platform
+            .http
+            .post(format!("{}/api/v1/jobs", platform.url))
+            .header("x-api-key", &user.api_key)
+            .header("idempotency-key", "seed-replay-1")
+            .json(&body)
+            .send()
+    };
+    let first = send(json!({"prompt": "Test image", "negative_prompt": "blur", "seed": 42}))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let replay = send(json!({"prompt": "Test image", "negativePrompt": "blur", "seed": 42}))
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotency-replayed"], "true");
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["job_id"], first["job_id"]);
+    assert_eq!(replay["replayed"], true);
+    assert_eq!(replay["metadata"]["seed"], 42);
 }

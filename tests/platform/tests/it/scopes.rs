@@ -4,8 +4,8 @@
 //! else; a login token has its user's scopes; a token exchanged from a key has the key's.
 
 use easel_auth_client::{REQUIRED_SCOPE, Scope, reason};
-use easel_gateway::door::access::{Access, GRPC_METHODS, Rule, route_method, rule_of};
-use easel_gateway::openapi::routes::ROUTES;
+use easel_gateway::door::access::{Access, GRPC_METHODS, Rule, rule_of};
+use easel_gateway::routes::ROUTES;
 use easel_proto::account::v1::{CreateApiKeyRequest, LoginRequest, Tier};
 use easel_runtime::error::Error;
 use futures::StreamExt;
@@ -114,7 +114,7 @@ fn guarded_rest() -> Vec<(Method, String, Access)> {
     ROUTES
         .iter()
         .filter(|route| route.access.needs_credential())
-        .map(|route| (route_method(route), concrete(route.path), route.access))
+        .map(|route| (route.method.method(), concrete(route.path), route.access))
         .collect()
 }
 
@@ -343,7 +343,7 @@ async fn narrow_keys_cannot_act_beyond_their_scope_on_any_protocol() {
         .await;
     assert_eq!(submitted.status(), 202);
     let job: Value = submitted.json().await.unwrap();
-    let job_id = job["job"]["id"].as_str().unwrap().to_string();
+    let job_id = job["job_id"].as_str().unwrap().to_string();
 
     // jobs:read cannot submit or cancel the job, but reads it.
     let refused = platform.submit(&reader, &small_job("not allowed")).await;
@@ -422,7 +422,10 @@ async fn narrow_keys_cannot_act_beyond_their_scope_on_any_protocol() {
         .unwrap();
     assert_eq!(token.status(), 200);
     let token: Value = token.json().await.unwrap();
-    let bearer = format!("Bearer {}", token["accessToken"]["token"].as_str().unwrap());
+    let bearer = format!(
+        "Bearer {}",
+        token["access_token"]["token"].as_str().unwrap()
+    );
     let (status, body) = rest(
         &platform,
         &Method::POST,
@@ -470,7 +473,7 @@ async fn narrow_keys_cannot_act_beyond_their_scope_on_any_protocol() {
     let (_, body) = platform
         .get_json(&credentials.full_key, &format!("/api/v1/jobs/{job_id}"))
         .await;
-    assert_ne!(body["job"]["status"], "JOB_STATUS_CANCELLED");
+    assert_ne!(body["status"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

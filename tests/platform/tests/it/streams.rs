@@ -19,7 +19,7 @@ use crate::support::{Platform, WAIT, small_job, with_key};
 async fn submit(platform: &Platform, api_key: &str, body: &Value) -> String {
     let response = platform.submit(api_key, body).await;
     assert_eq!(response.status(), 202);
-    response.json::<Value>().await.unwrap()["job"]["id"]
+    response.json::<Value>().await.unwrap()["job_id"]
         .as_str()
         .unwrap()
         .to_string()
@@ -66,20 +66,21 @@ async fn read_socket(
 
 fn assert_in_order(events: &[Value]) {
     assert!(
-        events[0]["snapshot"].is_object(),
+        events[0]["type"] == "snapshot" && events[0]["job"].is_object(),
         "first comes the snapshot: {}",
         events[0]
     );
     let seqs: Vec<u64> = events
         .iter()
-        .map(|event| event["seq"].as_str().unwrap().parse().unwrap())
+        .map(|event| event["seq"].as_u64().unwrap())
         .collect();
     for pair in seqs.windows(2) {
         assert_eq!(pair[1], pair[0] + 1, "no gap, no duplicate: {seqs:?}");
     }
     let last = events.last().unwrap();
     assert_eq!(
-        last["statusChange"]["status"], "JOB_STATUS_SUCCEEDED",
+        (&last["type"], &last["status"]),
+        (&json!("status"), &json!("completed")),
         "ends at the terminal status: {last}"
     );
 }
@@ -105,7 +106,9 @@ async fn websockets_deliver_every_event_in_order_and_close_normally() {
     .await;
     assert_in_order(&events);
     assert!(
-        events.iter().any(|event| event["progress"].is_object()),
+        events
+            .iter()
+            .any(|event| event["type"] == "progress" && event["progress"].is_object()),
         "progress events come through"
     );
     assert_eq!(close, Some(CloseCode::Normal));
@@ -118,7 +121,8 @@ async fn websockets_deliver_every_event_in_order_and_close_normally() {
     )
     .await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["snapshot"]["status"], "JOB_STATUS_SUCCEEDED");
+    assert_eq!(events[0]["job"]["status"], "completed");
+    assert_eq!(events[0]["job"]["progress"]["percent"], 100.0);
     assert_eq!(close, Some(CloseCode::Normal));
 
     // No credential: refused before the upgrade.
@@ -200,10 +204,10 @@ async fn server_sent_events_are_ordered_and_resume_after_last_event_id() {
     for (event_id, name, data) in &events {
         assert_eq!(
             event_id,
-            data["seq"].as_str().unwrap(),
+            &data["seq"].as_u64().unwrap().to_string(),
             "id: is the sequence number"
         );
-        assert!(!name.is_empty());
+        assert_eq!(name, data["type"].as_str().unwrap(), "event: is the type");
     }
     assert_eq!(events[0].1, "snapshot");
 

@@ -335,16 +335,9 @@ impl Platform {
                 .get_json(api_key, &format!("/api/v1/jobs/{job_id}"))
                 .await;
             assert_eq!(status, 200, "{body}");
-            let job = body["job"].clone();
+            let job = body.clone();
             let state = job["status"].as_str().unwrap_or_default().to_string();
-            if [
-                "JOB_STATUS_SUCCEEDED",
-                "JOB_STATUS_FAILED",
-                "JOB_STATUS_CANCELLED",
-                "JOB_STATUS_EXPIRED",
-            ]
-            .contains(&state.as_str())
-            {
+            if ["completed", "failed", "cancelled", "expired"].contains(&state.as_str()) {
                 return job;
             }
             assert!(

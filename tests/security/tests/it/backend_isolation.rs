@@ -28,13 +28,7 @@ fn job_of(body: &Value) -> &Value {
 }
 
 fn is_terminal(status: &str) -> bool {
-    matches!(
-        status,
-        "JOB_STATUS_SUCCEEDED"
-            | "JOB_STATUS_FAILED"
-            | "JOB_STATUS_CANCELLED"
-            | "JOB_STATUS_EXPIRED"
-    )
+    matches!(status, "completed" | "failed" | "cancelled" | "expired")
 }
 
 /// Polls `GET /api/v1/jobs/{id}` at `base` until the job is terminal; returns the job.
@@ -154,10 +148,7 @@ async fn simulator_markers_in_a_prompt_never_stop_easel_up() {
         assert_eq!(status, 202, "{body}");
         let job = wait_terminal(&http, &up.url, &up.api_key, &job_id(&body)).await;
         let status = job["status"].as_str().unwrap_or_default();
-        assert!(
-            matches!(status, "JOB_STATUS_SUCCEEDED" | "JOB_STATUS_FAILED"),
-            "{job}"
-        );
+        assert!(matches!(status, "completed" | "failed"), "{job}");
         assert!(
             up.child.try_wait().ok().flatten().is_none(),
             "easel up exited after {prompt:?}"
@@ -173,7 +164,7 @@ async fn simulator_markers_in_a_prompt_never_stop_easel_up() {
     .await;
     assert_eq!(status, 202, "{body}");
     let job = wait_terminal(&http, &up.url, &up.api_key, &job_id(&body)).await;
-    assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
+    assert_eq!(job["status"], "completed", "{job}");
     // Nothing of the jobs stayed in the simulator's output folder.
     assert!(files_under(&data.path().join("comfyui")).is_empty());
     let _ = up.child.start_kill();
@@ -251,8 +242,8 @@ async fn cross_tenant_load_image_is_refused_over_rest_and_grpc() {
         &job_id(&body),
     )
     .await;
-    assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
-    let filename = job["outputs"][0]["filename"]
+    assert_eq!(job["status"], "completed", "{job}");
+    let filename = job["results"][0]["filename"]
         .as_str()
         .unwrap_or("easel_00001_.png")
         .to_string();
@@ -355,9 +346,9 @@ async fn after_a_job_the_backend_output_folder_holds_nothing_of_it() {
         assert_eq!(response.status(), 202);
         let submitted: Value = response.json().await.unwrap_or_default();
         let job = wait_terminal(&platform.http, &platform.url(), &key, &job_id(&submitted)).await;
-        assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
+        assert_eq!(job["status"], "completed", "{job}");
         assert!(
-            job["outputs"]
+            job["results"]
                 .as_array()
                 .is_some_and(|outputs| !outputs.is_empty()),
             "{job}"
@@ -388,9 +379,9 @@ async fn artifacts_carry_no_prompt_text_unless_kept() {
         assert_eq!(response.status(), 202);
         let submitted: Value = response.json().await.unwrap_or_default();
         let job = wait_terminal(&platform.http, &platform.url(), &key, &job_id(&submitted)).await;
-        assert_eq!(job["status"], "JOB_STATUS_SUCCEEDED", "{job}");
+        assert_eq!(job["status"], "completed", "{job}");
         assert_eq!(job["metadata"]["resolved"]["prompt"], secret, "{job}");
-        let url = job["outputs"][0]["url"]
+        let url = job["results"][0]["url"]
             .as_str()
             .unwrap_or_else(|| panic!("no url: {job}"));
         let (status, bytes) = platform.download(url).await;
@@ -430,7 +421,7 @@ async fn artifacts_carry_no_prompt_text_unless_kept() {
         .job
         .unwrap_or_default();
     let job = wait_terminal(&platform.http, &platform.url(), &key, &job.id).await;
-    let url = job["outputs"][0]["url"].as_str().unwrap_or_default();
+    let url = job["results"][0]["url"].as_str().unwrap_or_default();
     let (_, bytes) = platform.download(url).await;
     assert!(!has_text_chunk(&bytes));
 }

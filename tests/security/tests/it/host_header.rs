@@ -25,8 +25,8 @@ async fn links_with_spoofed_host(platform: &Platform) -> Vec<String> {
     assert_eq!(response.status(), 202);
     let mut links = vec![response.headers()["location"].to_str().unwrap().to_string()];
     let body: Value = response.json().await.unwrap();
-    for name in ["self", "events", "websocket", "cancel"] {
-        links.push(body["links"][name].as_str().unwrap().to_string());
+    for name in ["status_url", "events_url", "websocket_url", "cancel_url"] {
+        links.push(body[name].as_str().unwrap().to_string());
     }
     links
 }

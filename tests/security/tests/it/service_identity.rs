@@ -161,7 +161,7 @@ async fn internal_ports_refuse_forged_callers_and_services_outside_their_allow_l
         .rev()
         .find_map(event_status)
         .unwrap_or_default();
-    assert_eq!(last, "JOB_STATUS_SUCCEEDED", "events: {events:?}");
+    assert_eq!(last, "completed", "events: {events:?}");
 
     for (probe, server, allowed) in Probe::ALL {
         let url = url_of(server);

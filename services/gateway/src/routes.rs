@@ -1,11 +1,13 @@
-//! The REST route table: every route the gateway serves, as documented in `/openapi.json`,
-//! with what the door requires of it (its half of the authorization table in
-//! [`crate::door::access`]). The REST router registers the same paths (a test holds them
-//! together).
+//! The REST route table: one record per endpoint, carrying its handler, what the door
+//! requires of it and its OpenAPI documentation. The router, the door's access check and
+//! `/openapi.json` are derived from it; nothing else lists REST routes.
 
+use axum::routing::{self, MethodFilter, MethodRouter};
 use easel_auth_client::Scope;
+use http::Method;
 
 use crate::door::access::Access;
+use crate::rest::{RestState, account, artifacts, jobs, models, public, streams};
 
 /// Where a parameter goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,15 +75,63 @@ pub struct Reply {
     pub example: &'static str,
 }
 
-/// One route.
+/// `get` or `post`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verb {
+    /// GET (HEAD is answered by the same handler).
+    Get,
+    /// POST.
+    Post,
+}
+
+impl Verb {
+    /// The HTTP method.
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+        }
+    }
+
+    /// The name OpenAPI uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Post => "post",
+        }
+    }
+
+    /// The axum method filter.
+    pub fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+        }
+    }
+}
+
+impl std::fmt::Display for Verb {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Makes the axum handler of a route for its method.
+pub type Handler = fn(MethodFilter) -> MethodRouter<RestState>;
+
+/// One REST endpoint: its method and path, the handler serving it, what the door requires of
+/// it, and its documentation. The router ([`crate::rest::router`]), the door's access check
+/// ([`crate::door::access`]) and `/openapi.json` ([`crate::openapi`]) are all read from
+/// [`ROUTES`], so adding an endpoint is adding one record.
 #[derive(Clone, Copy, Debug)]
 pub struct Route {
-    /// `get` or `post`.
-    pub method: &'static str,
-    /// The path as documented, e.g. `/api/v1/jobs/{id}:cancel`.
+    /// Its method.
+    pub method: Verb,
+    /// The path as documented, e.g. `/api/v1/jobs/{id}:cancel`: a last segment
+    /// `{id}:action` is a custom method (AIP-136) on the resource `{id}`.
     pub path: &'static str,
-    /// The router path serving it, e.g. `/api/v1/jobs/{id}`.
-    pub router_path: &'static str,
+    /// The handler.
+    pub handler: Handler,
     /// The operation's id.
     pub operation_id: &'static str,
     /// Its group.
@@ -102,6 +152,38 @@ pub struct Route {
     pub errors: &'static [u16],
 }
 
+impl Route {
+    /// The path the router matches: the documented path without its `:action` (matchit
+    /// routes whole segments, so actions of one resource share a router path and are told
+    /// apart by [`Route::action`]).
+    pub fn router_path(&self) -> &'static str {
+        match self.action() {
+            Some(action) => &self.path[..self.path.len() - action.len() - 1],
+            None => self.path,
+        }
+    }
+
+    /// The custom method of an `{id}:action` path.
+    pub fn action(&self) -> Option<&'static str> {
+        let last = self.path.rsplit('/').next().unwrap_or_default();
+        last.split_once("}:").map(|(_, action)| action)
+    }
+
+    /// The axum method router serving this route.
+    pub fn method_router(&self) -> MethodRouter<RestState> {
+        (self.handler)(self.method.filter())
+    }
+
+    /// Whether the credential may come as `?access_token=` (the route documents the
+    /// parameter): the job streams, which browsers open with `WebSocket` and `EventSource`,
+    /// neither of which can set headers.
+    pub fn takes_query_token(&self) -> bool {
+        self.params
+            .iter()
+            .any(|param| param.location == In::Query && param.name == ACCESS_TOKEN.name)
+    }
+}
+
 const JOB_ID: Param = Param {
     name: "id",
     location: In::Path,
@@ -111,19 +193,19 @@ const JOB_ID: Param = Param {
 };
 
 const PAGE_SIZE: Param = Param {
-    name: "pageSize",
+    name: "page_size",
     location: In::Query,
     required: false,
     kind: "integer",
-    description: "At most this many items.",
+    description: "At most this many items, 1 to 100 (`pageSize` is accepted too).",
 };
 
 const PAGE_TOKEN: Param = Param {
-    name: "pageToken",
+    name: "page_token",
     location: In::Query,
     required: false,
     kind: "string",
-    description: "`nextPageToken` of the previous page.",
+    description: "`next_page_token` of the previous page (`pageToken` is accepted too).",
 };
 
 const ACCESS_TOKEN: Param = Param {
@@ -134,22 +216,22 @@ const ACCESS_TOKEN: Param = Param {
     description: "The credential (an API key or an access token), for browsers that cannot set headers on `WebSocket` and `EventSource`. Prefer the headers elsewhere.",
 };
 
-const JOB_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_SUCCEEDED","spec":{"textToImage":{"prompt":"A sunset","width":1024,"height":1024}},"attempts":1,"maxAttempts":3,"backend":"127.0.0.1:8188","outputs":[{"artifactId":"art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d","url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=…","urlExpireTime":"2026-01-01T00:00:00+00:00","contentType":"image/png","sizeBytes":"482113","sha256":"9f2c…","width":1024,"height":1024,"nodeId":"9","filename":"easel_00001_.png"}],"metadata":{"seed":"1234","checkpoint":"sd_xl_base_1.0.safetensors"},"createTime":"2025-12-31T23:59:00+00:00","endTime":"2025-12-31T23:59:12+00:00","seq":"14"}}"#;
+const JOB_EXAMPLE: &str = r#"{"job_id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","status":"completed","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","websocket_url":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","cancel_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel","result_url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=3q2-7w","results":[{"artifact_id":"art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d","url":"https://easel.example.com/v1/artifacts/art_0190a5b2c3d47e8f9a0b1c2d3e4f5a6d?expires=1767225600&sig=3q2-7w","url_expires_at":"2026-01-01T00:00:00+00:00","content_type":"image/png","size_bytes":482113,"sha256":"9f2c5e0e6a1b4d3c8f7e6d5c4b3a29180f1e2d3c4b5a69788796a5b4c3d2e1f0","width":1024,"height":1024,"node_id":"9","filename":"easel_00001_.png"}],"metadata":{"seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors","resolved":{"prompt":"A sunset","negative_prompt":"","width":1024,"height":1024,"steps":20,"cfg_scale":7.0,"sampler":"euler","scheduler":"normal","seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors","batch_size":1}},"progress":{"node_id":"9","node_class":"SaveImage","step":20,"max_steps":20,"percent":100.0},"attempts":1,"max_attempts":3,"backend":"127.0.0.1:8188","created_at":"2025-12-31T23:59:00+00:00","started_at":"2025-12-31T23:59:01+00:00","completed_at":"2025-12-31T23:59:12+00:00","seq":14}"#;
 
-const ACCEPTED_EXAMPLE: &str = r#"{"job":{"id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status":"JOB_STATUS_PENDING","queuePosition":1,"maxAttempts":3,"createTime":"2025-12-31T23:59:00+00:00","seq":"1"},"replayed":false,"links":{"self":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","websocket":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","cancel":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel"}}"#;
+const ACCEPTED_EXAMPLE: &str = r#"{"job_id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","id":"job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","status":"pending","owner":"usr_0190a5b2c3d47e8f9a0b1c2d3e4f5a6c","status_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","websocket_url":"wss://easel.example.com/ws/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b","events_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b/events","cancel_url":"https://easel.example.com/api/v1/jobs/job_0190a5b2c3d47e8f9a0b1c2d3e4f5a6b:cancel","results":[],"metadata":{"seed":1234,"checkpoint":"sd_xl_base_1.0.safetensors"},"queue_position":1,"attempts":0,"max_attempts":3,"created_at":"2025-12-31T23:59:00+00:00","start_deadline":"2026-01-01T00:09:00+00:00","seq":1,"replayed":false}"#;
 
-const TOKEN_EXAMPLE: &str = r#"{"accessToken":{"token":"eyJhbGciOiJFZERTQSIsImtpZCI6IjEifQ.eyJzdWIiOiJ1c3JfMSJ9.c2ln","tokenType":"Bearer","expireTime":"2026-01-01T00:15:00+00:00"}}"#;
+const TOKEN_EXAMPLE: &str = r#"{"access_token":{"token":"eyJhbGciOiJFZERTQSIsImtpZCI6IjEifQ.eyJzdWIiOiJ1c3JfMSJ9.c2ln","token_type":"Bearer","expire_time":"2026-01-01T00:15:00+00:00"}}"#;
 
 /// Every REST route.
 pub const ROUTES: &[Route] = &[
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/jobs",
-        router_path: "/api/v1/jobs",
+        handler: |on| routing::on(on, jobs::submit),
         operation_id: "submitJob",
         tag: "jobs",
         summary: "Submit a job",
-        description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. With an `Idempotency-Key` (header or `idempotencyKey`), a repeat of the same request answers the same job with 200 and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer's `Location` and `links` point at the job, its events, its WebSocket and its cancel action.",
+        description: "Accepts flat text-to-image fields, a raw ComfyUI API-format graph under `workflow`, or the `SubmitJobRequest` message. Fields are snake_case (camelCase is accepted too); `sampler` and `scheduler` are ComfyUI's names; `seed` is a number. With an `Idempotency-Key` (header or `idempotency_key`), a repeat of the same request answers the same job (the same `job_id`) with 200, `replayed: true` and `Idempotency-Replayed: true`; the same key with another request is 422, and while the first is still in flight 409. The answer is the job, with `Location`, `status_url`, `websocket_url`, `events_url` and `cancel_url`.",
         access: Access::Scope(Scope::JobsWrite),
         params: &[Param {
             name: "Idempotency-Key",
@@ -168,15 +250,15 @@ pub const ROUTES: &[Route] = &[
                 ),
                 (
                     "textToImageFull",
-                    r#"{"prompt":"a lighthouse at dusk","negativePrompt":"blurry","width":768,"height":512,"steps":30,"cfgScale":6.5,"sampler":"dpmpp_2m","scheduler":"karras","seed":"7","checkpoint":"sd_xl_base_1.0.safetensors","batchSize":1,"idempotencyKey":"order-42"}"#,
+                    r#"{"prompt":"a lighthouse at dusk","negative_prompt":"blurry","width":768,"height":512,"steps":30,"cfg_scale":6.5,"sampler":"dpmpp_2m","scheduler":"karras","seed":7,"checkpoint":"sd_xl_base_1.0.safetensors","batch_size":1,"idempotency_key":"order-42"}"#,
                 ),
                 (
                     "workflow",
-                    r#"{"workflow":{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},"2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"easel"}}},"overrides":[{"nodeId":"1","input":"color","value":16711680}]}"#,
+                    r#"{"workflow":{"1":{"class_type":"EmptyImage","inputs":{"width":64,"height":64,"batch_size":1,"color":0}},"2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"easel"}}},"overrides":[{"node_id":"1","input":"color","value":16711680}]}"#,
                 ),
                 (
                     "message",
-                    r#"{"spec":{"textToImage":{"prompt":"A sunset","sampler":"SAMPLER_EULER"}},"startTimeout":"600s"}"#,
+                    r#"{"spec":{"text_to_image":{"prompt":"A sunset","sampler":"SAMPLER_EULER"}},"start_timeout":"600s"}"#,
                 ),
             ],
         }),
@@ -197,9 +279,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 409, 413, 415, 422, 429, 503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs",
-        router_path: "/api/v1/jobs",
+        handler: |on| routing::on(on, jobs::list),
         operation_id: "listJobs",
         tag: "jobs",
         summary: "List the caller's jobs",
@@ -213,22 +295,22 @@ pub const ROUTES: &[Route] = &[
                 location: In::Query,
                 required: false,
                 kind: "string",
-                description: "Only jobs in these statuses: `PENDING`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`.",
+                description: "Only jobs in these statuses: `pending`, `processing`, `completed`, `failed`, `cancelled`, `expired`.",
             },
         ],
         body: None,
         replies: &[Reply {
             status: 200,
             description: "A page of jobs.",
-            schema: Schema::Proto("easel.jobs.v1.ListJobsResponse"),
+            schema: Schema::Named("JobPage"),
             example: "",
         }],
         errors: &[400, 401, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs/{id}",
-        router_path: "/api/v1/jobs/{id}",
+        handler: |on| routing::on(on, jobs::get),
         operation_id: "getJob",
         tag: "jobs",
         summary: "Get a job",
@@ -239,15 +321,15 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 200,
             description: "The job.",
-            schema: Schema::Proto("easel.jobs.v1.GetJobResponse"),
+            schema: Schema::Named("Job"),
             example: JOB_EXAMPLE,
         }],
         errors: &[401, 404, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/jobs/{id}:cancel",
-        router_path: "/api/v1/jobs/{id}",
+        handler: |on| routing::on(on, jobs::cancel),
         operation_id: "cancelJob",
         tag: "jobs",
         summary: "Cancel a job",
@@ -258,19 +340,19 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 200,
             description: "The cancelled job.",
-            schema: Schema::Proto("easel.jobs.v1.CancelJobResponse"),
+            schema: Schema::Named("Job"),
             example: "",
         }],
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/jobs/{id}/events",
-        router_path: "/api/v1/jobs/{id}/events",
+        handler: |on| routing::on(on, streams::server_sent_events),
         operation_id: "streamJobEvents",
         tag: "jobs",
         summary: "Follow a job (Server-Sent Events)",
-        description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its kind (`snapshot`, `statusChange`, `progress`, `queuePosition`, `output`); `data:` is the `JobEvent`. Reconnect with `Last-Event-ID` to get only the events after it.",
+        description: "The job's snapshot, then every event in order; the stream ends after the event that makes the job terminal. Each event's `id:` is its sequence number and `event:` its `type` (`snapshot`, `status`, `progress`, `queue_position`, `output`); `data:` is the `JobEvent` schema in JSON. Reconnect with `Last-Event-ID` to get only the events after it.",
         access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
@@ -286,20 +368,20 @@ pub const ROUTES: &[Route] = &[
         body: None,
         replies: &[Reply {
             status: 200,
-            description: "The event stream; each `data:` is an `easel.jobs.v1.JobEvent`.",
+            description: "The event stream; each `data:` is a `JobEvent`.",
             schema: Schema::EventStream,
             example: "",
         }],
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/ws/jobs/{id}",
-        router_path: "/ws/jobs/{id}",
+        handler: |on| routing::on(on, streams::websocket),
         operation_id: "watchJobWebSocket",
         tag: "jobs",
         summary: "Follow a job (WebSocket)",
-        description: "Upgrade to a WebSocket: one text message per event (an `easel.jobs.v1.JobEvent` in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
+        description: "Upgrade to a WebSocket: one text message per event (the `JobEvent` schema in JSON), the snapshot first, then every event in order; closed with 1000 after the terminal event, 1001 when the server shuts down, 1011 on an error.",
         access: Access::Scope(Scope::JobsRead),
         params: &[
             JOB_ID,
@@ -316,15 +398,15 @@ pub const ROUTES: &[Route] = &[
         replies: &[Reply {
             status: 101,
             description: "Switching to the WebSocket protocol.",
-            schema: Schema::Proto("easel.jobs.v1.JobEvent"),
+            schema: Schema::Named("JobEvent"),
             example: "",
         }],
         errors: &[400, 401, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/models",
-        router_path: "/api/v1/models",
+        handler: |on| routing::on(on, models::list),
         operation_id: "listModels",
         tag: "models",
         summary: "List models",
@@ -336,14 +418,14 @@ pub const ROUTES: &[Route] = &[
             status: 200,
             description: "A page of models.",
             schema: Schema::Proto("easel.models.v1.ListModelsResponse"),
-            example: r#"{"models":[{"name":"sd_xl_base_1.0.safetensors","kind":"checkpoints","backendCount":2,"isDefault":true}]}"#,
+            example: r#"{"models":[{"name":"sd_xl_base_1.0.safetensors","kind":"checkpoints","backend_count":2,"is_default":true}]}"#,
         }],
         errors: &[400, 401, 429, 503],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/keys",
-        router_path: "/api/v1/keys",
+        handler: |on| routing::on(on, account::create_key),
         operation_id: "createApiKey",
         tag: "account",
         summary: "Create an API key",
@@ -364,9 +446,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 415, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/keys",
-        router_path: "/api/v1/keys",
+        handler: |on| routing::on(on, account::list_keys),
         operation_id: "listApiKeys",
         tag: "account",
         summary: "List the caller's API keys",
@@ -383,9 +465,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/keys/{id}:revoke",
-        router_path: "/api/v1/keys/{id}",
+        handler: |on| routing::on(on, account::revoke_key),
         operation_id: "revokeApiKey",
         tag: "account",
         summary: "Revoke an API key",
@@ -408,9 +490,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[401, 404, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/auth/login",
-        router_path: "/api/v1/auth/login",
+        handler: |on| routing::on(on, account::login),
         operation_id: "login",
         tag: "account",
         summary: "Log in with an email and password",
@@ -434,9 +516,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/auth/token",
-        router_path: "/api/v1/auth/token",
+        handler: |on| routing::on(on, account::exchange_token),
         operation_id: "exchangeToken",
         tag: "account",
         summary: "Exchange the calling API key for an access token",
@@ -460,9 +542,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 415, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/api/v1/usage",
-        router_path: "/api/v1/usage",
+        handler: |on| routing::on(on, account::usage),
         operation_id: "getUsage",
         tag: "account",
         summary: "The caller's usage and limits",
@@ -485,9 +567,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users",
-        router_path: "/api/v1/admin/users",
+        handler: |on| routing::on(on, account::create_user),
         operation_id: "createUser",
         tag: "admin",
         summary: "Create a user (admin)",
@@ -511,9 +593,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 409, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users/{id}:setTier",
-        router_path: "/api/v1/admin/users/{id}",
+        handler: |on| routing::on(on, account::set_user_tier),
         operation_id: "setUserTier",
         tag: "admin",
         summary: "Change a user's tier (admin)",
@@ -540,9 +622,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 403, 404, 415, 429],
     },
     Route {
-        method: "post",
+        method: Verb::Post,
         path: "/api/v1/admin/users/{id}:disable",
-        router_path: "/api/v1/admin/users/{id}",
+        handler: |on| routing::on(on, account::disable_user),
         operation_id: "disableUser",
         tag: "admin",
         summary: "Disable a user (admin)",
@@ -565,9 +647,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[401, 403, 404, 429],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/v1/artifacts/{id}",
-        router_path: "/v1/artifacts/{id}",
+        handler: |on| routing::on(on, artifacts::download),
         operation_id: "downloadArtifact",
         tag: "artifacts",
         summary: "Download an output (signed link)",
@@ -611,12 +693,12 @@ pub const ROUTES: &[Route] = &[
                 example: "",
             },
         ],
-        errors: &[403, 404, 503],
+        errors: &[400, 403, 404, 503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/.well-known/jwks.json",
-        router_path: "/.well-known/jwks.json",
+        handler: |on| routing::on(on, public::jwks),
         operation_id: "getJwks",
         tag: "meta",
         summary: "The keys that verify access tokens",
@@ -633,9 +715,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/openapi.json",
-        router_path: "/openapi.json",
+        handler: |on| routing::on(on, public::openapi),
         operation_id: "getOpenApi",
         tag: "meta",
         summary: "This document",
@@ -652,9 +734,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/healthz",
-        router_path: "/healthz",
+        handler: |on| routing::on(on, public::healthz),
         operation_id: "healthz",
         tag: "meta",
         summary: "Liveness",
@@ -671,9 +753,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/readyz",
-        router_path: "/readyz",
+        handler: |on| routing::on(on, public::readyz),
         operation_id: "readyz",
         tag: "meta",
         summary: "Readiness",
@@ -690,9 +772,9 @@ pub const ROUTES: &[Route] = &[
         errors: &[503],
     },
     Route {
-        method: "get",
+        method: Verb::Get,
         path: "/metrics",
-        router_path: "/metrics",
+        handler: |on| routing::on(on, public::metrics),
         operation_id: "metrics",
         tag: "meta",
         summary: "Prometheus metrics",
