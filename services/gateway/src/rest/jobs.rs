@@ -5,6 +5,7 @@ use axum::response::Response;
 use easel_proto::jobs::v1::{
     CancelJobRequest, GetJobRequest, JobStatus, ListJobsRequest, SubmitJobResponse,
 };
+use easel_proto::names::ShortName;
 use easel_runtime::error::Error;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -154,24 +155,16 @@ pub async fn list(
 
 /// A status filter: `JOB_STATUS_RUNNING`, `RUNNING` or `running`.
 fn parse_status(name: &str) -> Result<JobStatus, Error> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("JOB_STATUS_") {
-        upper
-    } else {
-        format!("JOB_STATUS_{upper}")
-    };
-    match JobStatus::from_str_name(&full) {
-        Some(status) if status != JobStatus::Unspecified => Ok(status),
-        _ => {
-            let shown: String = name.chars().take(64).collect();
-            Err(Error::invalid_field(
-                "status",
-                format!(
-                    "unknown status \"{shown}\"; expected one of PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXPIRED"
-                ),
-            ))
-        }
-    }
+    JobStatus::parse(name).ok_or_else(|| {
+        let shown: String = name.chars().take(64).collect();
+        Error::invalid_field(
+            "status",
+            format!(
+                "unknown status \"{shown}\"; expected one of {}",
+                JobStatus::short_names().join(", ").to_ascii_uppercase()
+            ),
+        )
+    })
 }
 
 /// `POST /api/v1/jobs/{id}:cancel`.
