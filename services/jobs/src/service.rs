@@ -25,6 +25,7 @@ use crate::model::{
 use crate::queue::{JobQueue, QueueMessage, priority_class};
 use crate::submit::{Accepted, Submission, Submitter};
 use crate::validate::{check_policy, validate_submit};
+use easel_runtime::error::{Internal, InternalContext};
 use easel_workflow_policy::WorkflowPolicy;
 
 pub use crate::submit::IDEMPOTENCY_TTL;
@@ -77,7 +78,7 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
 const SNAPSHOT_CACHE: usize = 1024;
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|error| JobsError::Internal(error.to_string()))
+    Ok(serde_json::to_string(value).internal("encoding a stored document")?)
 }
 
 fn parse<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> T {
@@ -341,7 +342,7 @@ impl Jobs {
             tracing::info!(job_id = %row.id, from = ?status, "job cancelled");
             return self.render(&updated).await;
         }
-        Err(JobsError::Internal(format!("cancelling {id} kept racing")))
+        Err(Internal::new(format!("cancelling {id} kept racing")).into())
     }
 
     /// Asks the bridge to stop the job's current run (best effort: the worker's own guard

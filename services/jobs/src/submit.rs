@@ -24,6 +24,7 @@ use crate::db::{JobRow, idempotency};
 use crate::error::{JobsError, Result};
 use crate::model::millis;
 use crate::queue::{JobQueue, PRIORITY_CLASSES, QueueMessage};
+use easel_runtime::error::Internal;
 
 /// How long an idempotency key protects a request.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -100,10 +101,10 @@ impl Submitter {
         self.sender
             .send(Waiting { submission, reply })
             .await
-            .map_err(|_| JobsError::Internal("the submit writer stopped".into()))?;
+            .map_err(|_| Internal::new("the submit writer stopped"))?;
         answer
             .await
-            .map_err(|_| JobsError::Internal("the submit writer dropped a submit".into()))?
+            .map_err(|_| Internal::new("the submit writer dropped a submit"))?
     }
 }
 
@@ -176,16 +177,34 @@ async fn write(
                 Box::pin(write(db, queue, clients, vec![one])).await;
             }
         }
-        Err(error) => {
-            for w in waiting {
-                let _ = w.reply.send(Err(JobsError::Database(error.clone())));
-            }
-        }
+        Err(error) => fail_all(waiting, error),
     }
 }
 
-fn unreachable(error: &DbErr) -> bool {
-    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+/// Answers every submit of a batch that failed as a whole: a database error (it clones) as
+/// itself, so an unreachable database stays UNAVAILABLE; anything else as the shared cause of
+/// an internal error, so no answer loses the chain (it used to travel as text).
+fn fail_all(waiting: Vec<Waiting>, error: JobsError) {
+    let error = match error {
+        JobsError::Database(error) => {
+            for w in waiting {
+                let _ = w.reply.send(Err(JobsError::Database(error.clone())));
+            }
+            return;
+        }
+        other => Arc::new(other),
+    };
+    for w in waiting {
+        let cause = Internal::caused("the submit batch failed", Arc::clone(&error));
+        let _ = w.reply.send(Err(cause.into()));
+    }
+}
+
+fn unreachable(error: &JobsError) -> bool {
+    matches!(
+        error,
+        JobsError::Database(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+    )
 }
 
 fn key_of(submission: &Submission) -> Option<KeyId> {
@@ -291,7 +310,7 @@ impl Usage {
 async fn commit(
     db: &DatabaseConnection,
     submissions: &[&Submission],
-) -> Result<Vec<Result<Accepted>>, DbErr> {
+) -> Result<Vec<Result<Accepted>>> {
     let mut outcomes: Vec<Option<Result<Accepted>>> = std::iter::repeat_with(|| None)
         .take(submissions.len())
         .collect();
@@ -319,7 +338,7 @@ async fn commit(
         .iter()
         .filter_map(|&i| key_row(submissions[i]))
         .collect();
-    let taken = batch::take_keys(&txn, &rows).await.map_err(database)?;
+    let taken = batch::take_keys(&txn, &rows).await?;
     let held: Vec<usize> = keyed
         .iter()
         .copied()
@@ -332,8 +351,7 @@ async fn commit(
             .filter_map(|&i| key_of(submissions[i]))
             .collect();
         existing = batch::find_keys(&txn, &keys)
-            .await
-            .map_err(database)?
+            .await?
             .into_iter()
             .map(|row| ((row.owner.clone(), row.key.clone()), row))
             .collect();
@@ -346,11 +364,9 @@ async fn commit(
             };
             outcomes[index] = match resolve_existing(submission, row) {
                 Ok(None) => {
-                    let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
-                    if idempotency::replace(&txn, row, ours)
-                        .await
-                        .map_err(database)?
-                    {
+                    let ours = key_row(submission)
+                        .ok_or_else(|| Internal::new("a held key without its row"))?;
+                    if idempotency::replace(&txn, row, ours).await? {
                         None
                     } else {
                         Some(Err(JobsError::IdempotencyKeyInFlight))
@@ -380,8 +396,7 @@ async fn commit(
         .collect();
     let mut usage = Usage {
         counters: batch::lock_counters(&txn, &owners)
-            .await
-            .map_err(database)?
+            .await?
             .into_iter()
             .map(|(owner, row)| {
                 let today = if row.day == day { row.day_jobs } else { 0 };
@@ -404,12 +419,8 @@ async fn commit(
             }
         }
     }
-    batch::release_keys(&txn, &released)
-        .await
-        .map_err(database)?;
-    batch::add_to_counters(&txn, &usage.added, day)
-        .await
-        .map_err(database)?;
+    batch::release_keys(&txn, &released).await?;
+    batch::add_to_counters(&txn, &usage.added, day).await?;
 
     // The jobs and their first events.
     let rows = admitted
@@ -420,9 +431,7 @@ async fn commit(
         .iter()
         .map(|&i| submissions[i].first_event.clone())
         .collect();
-    batch::insert_jobs(&txn, rows, events)
-        .await
-        .map_err(database)?;
+    batch::insert_jobs(&txn, rows, events).await?;
     for &index in &admitted {
         outcomes[index] = Some(Ok(Accepted::Created {
             row: Box::new(submissions[index].row.clone()),
@@ -457,7 +466,9 @@ async fn commit(
     txn.commit().await?;
     Ok(outcomes
         .into_iter()
-        .map(|outcome| outcome.unwrap_or(Err(JobsError::Internal("a submit got no answer".into()))))
+        .map(|outcome| {
+            outcome.unwrap_or_else(|| Err(Internal::new("a submit got no answer").into()))
+        })
         .collect())
 }
 
@@ -482,13 +493,6 @@ fn positions(waiting: &[u64], messages: &[QueueMessage]) -> Vec<u64> {
             (higher + same.saturating_sub(later)).max(1)
         })
         .collect()
-}
-
-fn database(error: JobsError) -> DbErr {
-    match error {
-        JobsError::Database(error) => error,
-        other => DbErr::Custom(other.to_string()),
-    }
 }
 
 #[cfg(test)]
