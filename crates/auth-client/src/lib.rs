@@ -28,24 +28,6 @@ pub use rate_limit::{RateDecision, RateLimiter, RateQuota, WhenUnavailable};
 pub use revocation::{Revocation, revocation_channel};
 pub use scope::{REQUIRED_SCOPE, Scope};
 
-/// Machine-readable reasons (`google.rpc.ErrorInfo.reason`) of auth's refusals (and the door's
-/// scope check), so a client can tell a revoked key from a typo without parsing messages.
-pub mod reason {
-    /// No credential was sent.
-    pub const CREDENTIAL_MISSING: &str = "CREDENTIAL_MISSING";
-    /// The credential is not in a format easel issues (or the header is malformed).
-    pub const CREDENTIAL_MALFORMED: &str = "CREDENTIAL_MALFORMED";
-    /// No such API key, or a token whose signature or signing key is not recognized.
-    pub const CREDENTIAL_UNKNOWN: &str = "CREDENTIAL_UNKNOWN";
-    /// The API key was revoked (or the token was exchanged from a revoked key).
-    pub const CREDENTIAL_REVOKED: &str = "CREDENTIAL_REVOKED";
-    /// The API key or token has expired.
-    pub const CREDENTIAL_EXPIRED: &str = "CREDENTIAL_EXPIRED";
-    /// The user behind the credential is disabled.
-    pub const USER_DISABLED: &str = "USER_DISABLED";
-    /// Email and password do not match an enabled account (which of the two is not said).
-    pub const INVALID_LOGIN: &str = "INVALID_LOGIN";
-    /// The credential is valid but lacks the scope the call needs (PERMISSION_DENIED); the
-    /// `required_scope` metadata names it.
-    pub const MISSING_SCOPE: &str = "MISSING_SCOPE";
-}
+/// The reasons of auth's refusals (and the door's scope check) are in the one list of
+/// [`easel_runtime::error::reason`]; re-exported for the crates that refuse credentials.
+pub use easel_runtime::error::reason;

@@ -2,7 +2,8 @@
 //! JSON mapping (serde, via pbjson) for every message in `proto/`.
 //!
 //! Services share nothing but these types: each module mirrors one proto package, beside the
-//! [`limits`] every side checks the same way.
+//! [`limits`] every side checks the same way and the enums' short [`names`] every side
+//! spells the same way.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 
@@ -11,6 +12,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/easel_descriptor.bin"));
 
 pub mod limits;
+pub mod names;
 
 /// Package `easel.jobs.v1`: the public job API.
 pub mod jobs {

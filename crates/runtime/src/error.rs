@@ -161,10 +161,10 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Machine-readable reasons whose HTTP status differs from their code's default.
-///
-/// They travel between services as `google.rpc.ErrorInfo.reason`, so the gateway answers the same
-/// HTTP status whichever service decided.
+/// Every machine-readable reason of easel (`google.rpc.ErrorInfo.reason`, domain
+/// [`ERROR_DOMAIN`]), in one list: a client can tell failures of the same code apart without
+/// parsing messages, and the gateway answers the same HTTP status whichever service decided
+/// (see [`Error::http_status`] for the reasons that refine it).
 pub mod reason {
     /// An idempotency key was reused with a different request (HTTP 422).
     pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
@@ -180,10 +180,62 @@ pub mod reason {
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The server sheds load (HTTP 503).
     pub const OVERLOADED: &str = "OVERLOADED";
-    /// A request exceeds a limit of the caller's tier (resolution, steps, batch size).
+    /// A request exceeds a limit of the caller's tier (resolution, steps, batch size); the
+    /// `limit` metadata names it.
     pub const TIER_LIMIT_EXCEEDED: &str = "TIER_LIMIT_EXCEEDED";
-    /// A quota of the caller (jobs per day, concurrent jobs) is used up.
+    /// A quota of the caller (jobs per day, concurrent jobs) is used up; the `limit` metadata
+    /// names it and `value` gives its value.
     pub const QUOTA_EXHAUSTED: &str = "QUOTA_EXHAUSTED";
+    /// A raw workflow breaks the backend policy (node classes, file and model inputs).
+    pub const WORKFLOW_POLICY: &str = "WORKFLOW_POLICY";
+    /// An internal call came from a service the callee's allow-list does not name.
+    pub const CALLER_NOT_ALLOWED: &str = "CALLER_NOT_ALLOWED";
+    /// A service the call needs is down (the gateway's public endpoints).
+    pub const DEPENDENCY_UNAVAILABLE: &str = "DEPENDENCY_UNAVAILABLE";
+    /// Auth's key set could not be read (the gateway's JWKS endpoint).
+    pub const INVALID_JWKS: &str = "INVALID_JWKS";
+    /// No credential was sent.
+    pub const CREDENTIAL_MISSING: &str = "CREDENTIAL_MISSING";
+    /// The credential is not in a format easel issues (or the header is malformed).
+    pub const CREDENTIAL_MALFORMED: &str = "CREDENTIAL_MALFORMED";
+    /// No such API key, or a token whose signature or signing key is not recognized.
+    pub const CREDENTIAL_UNKNOWN: &str = "CREDENTIAL_UNKNOWN";
+    /// The API key was revoked (or the token was exchanged from a revoked key).
+    pub const CREDENTIAL_REVOKED: &str = "CREDENTIAL_REVOKED";
+    /// The API key or token has expired.
+    pub const CREDENTIAL_EXPIRED: &str = "CREDENTIAL_EXPIRED";
+    /// The user behind the credential is disabled.
+    pub const USER_DISABLED: &str = "USER_DISABLED";
+    /// Email and password do not match an enabled account (which of the two is not said).
+    pub const INVALID_LOGIN: &str = "INVALID_LOGIN";
+    /// The credential is valid but lacks the scope the call needs (PERMISSION_DENIED); the
+    /// `required_scope` metadata names it.
+    pub const MISSING_SCOPE: &str = "MISSING_SCOPE";
+
+    /// Every reason above, for documentation and the uniqueness test.
+    pub const ALL: [&str; 21] = [
+        IDEMPOTENCY_KEY_REUSED,
+        IDEMPOTENCY_KEY_IN_FLIGHT,
+        PAYLOAD_TOO_LARGE,
+        UNSUPPORTED_MEDIA_TYPE,
+        METHOD_NOT_ALLOWED,
+        RATE_LIMITED,
+        OVERLOADED,
+        TIER_LIMIT_EXCEEDED,
+        QUOTA_EXHAUSTED,
+        WORKFLOW_POLICY,
+        CALLER_NOT_ALLOWED,
+        DEPENDENCY_UNAVAILABLE,
+        INVALID_JWKS,
+        CREDENTIAL_MISSING,
+        CREDENTIAL_MALFORMED,
+        CREDENTIAL_UNKNOWN,
+        CREDENTIAL_REVOKED,
+        CREDENTIAL_EXPIRED,
+        USER_DISABLED,
+        INVALID_LOGIN,
+        MISSING_SCOPE,
+    ];
 }
 
 /// One invalid field of a request, sent as a `google.rpc.BadRequest.FieldViolation`.
@@ -196,6 +248,68 @@ pub struct FieldViolation {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An unexpected failure of our own (a broken invariant, a failed encoding, a task that died),
+/// with what was being done and the cause chain. The services' error enums wrap it in their
+/// `Internal` variant instead of flattening causes into text: it maps to INTERNAL, and its
+/// chain is logged where the error leaves the service, never sent to a client.
+#[derive(Debug)]
+pub struct Internal {
+    context: Cow<'static, str>,
+    source: Option<BoxError>,
+}
+
+impl Internal {
+    /// A failure without an underlying error (a broken invariant).
+    pub fn new(context: impl Into<Cow<'static, str>>) -> Self {
+        Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source` while doing `context`.
+    pub fn caused(context: impl Into<Cow<'static, str>>, source: impl Into<BoxError>) -> Self {
+        Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl fmt::Display for Internal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl std::error::Error for Internal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<Internal> for Error {
+    fn from(internal: Internal) -> Self {
+        Error::internal(internal)
+    }
+}
+
+/// Turns a failure that can only be our fault into an [`Internal`] naming what was being done,
+/// keeping the failure as its source: `serde_json::to_string(&event).internal("encoding an
+/// event")?`.
+pub trait InternalContext<T> {
+    /// The value, or an [`Internal`] error caused by the failure.
+    fn internal(self, context: impl Into<Cow<'static, str>>) -> Result<T, Internal>;
+}
+
+impl<T, E: Into<BoxError>> InternalContext<T> for Result<T, E> {
+    fn internal(self, context: impl Into<Cow<'static, str>>) -> Result<T, Internal> {
+        self.map_err(|source| Internal::caused(context, source))
+    }
+}
 
 /// An error of the vocabulary, with what a client may see and the cause it may not.
 pub struct Error {
@@ -644,6 +758,21 @@ mod tests {
     }
 
     #[test]
+    fn reasons_are_unique_screaming_snake_case_names() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in reason::ALL {
+            assert!(seen.insert(reason), "{reason} is listed twice");
+            assert!(
+                !reason.is_empty()
+                    && reason
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
     fn details_survive_a_round_trip_through_a_grpc_status() {
         let error = Error::invalid_field("spec.text_to_image.width", "must be a multiple of 8")
             .with_reason(reason::IDEMPOTENCY_KEY_REUSED)
@@ -670,6 +799,24 @@ mod tests {
         let status = Error::internal(cause).into_status();
         assert_eq!(status.code(), tonic::Code::Internal);
         assert!(!status.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn internal_errors_keep_their_chain_for_the_log_only() {
+        let cause = std::io::Error::other("disk full at /var/lib/secret");
+        let error: Error = Err::<(), _>(cause)
+            .internal("writing an event")
+            .unwrap_err()
+            .into();
+        assert_eq!(error.code(), ErrorCode::Internal);
+        assert_eq!(
+            error.source_chain(),
+            "writing an event: disk full at /var/lib/secret"
+        );
+        let status = error.into_status();
+        assert_eq!(status.message(), "internal error");
+        let invariant = Error::from(Internal::new("no signing key"));
+        assert_eq!(invariant.source_chain(), "no signing key");
     }
 
     #[test]

@@ -5,16 +5,20 @@
 //! - [`telemetry`]: `tracing` logs (JSON or pretty), OTLP span export, Sentry, and W3C trace
 //!   context carried through gRPC metadata, HTTP headers and any string map;
 //! - [`metrics`]: the Prometheus registry behind `/metrics`;
+//! - [`page`]: the page tokens of list calls;
 //! - [`grpc`]: the gRPC server (health, reflection, the standard tower stack, graceful
 //!   shutdown) and client (connect timeout, deadlines, trace propagation);
 //! - [`transport`]: the accept loop under every server: connection timeouts and caps;
 //! - [`admin`]: the HTTP admin port (`/metrics`, `/healthz`, `/readyz`);
+//! - [`clock`]: the injectable time source;
 //! - `redis` (feature `redis`): Redis behind a per-call deadline and a circuit breaker;
 //! - [`service`]: a service process's life, from configuration to drained exit;
 //! - [`shutdown`]: the shutdown signal and its grace period;
-//! - [`error`]: the error vocabulary, mapped once to gRPC codes and HTTP statuses.
+//! - [`error`]: the error vocabulary (codes, the one list of reasons, internal errors that keep
+//!   their cause), mapped once to gRPC codes and HTTP statuses.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 #[cfg(feature = "db")]
 pub mod db;
@@ -22,6 +26,7 @@ pub mod error;
 pub mod grpc;
 pub mod ids;
 pub mod metrics;
+pub mod page;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod service;

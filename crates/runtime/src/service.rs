@@ -7,13 +7,15 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
+use tonic_health::server::HealthReporter;
 
 use crate::admin::{self, Readiness};
 use crate::config::{Env, ServerConfig, TelemetryConfig};
 use crate::grpc::GrpcServer;
+use crate::grpc::server::serve_router;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use crate::transport::{self, Listener};
+use crate::transport::{self, Listener, ServeOptions};
 
 /// A service's two bound ports. Binding happens before `run`, so tests can pass port-0
 /// listeners and read the real addresses.
@@ -50,6 +52,18 @@ impl Listeners {
     }
 }
 
+/// A service's main port when it serves routes of its own beside its gRPC services (the
+/// gateway: gRPC, gRPC-web and REST on one port), already behind its stack.
+#[derive(Debug)]
+pub struct StackedApp {
+    /// Every route, behind the stack.
+    pub router: axum::Router,
+    /// The gRPC health reporter: SERVING while the port runs, NOT_SERVING once it drains.
+    pub health: HealthReporter,
+    /// The gRPC services it reports on.
+    pub service_names: Vec<&'static str>,
+}
+
 /// Serves a service's gRPC server and admin port until `shutdown`, then drains both.
 pub async fn serve(
     grpc: GrpcServer,
@@ -59,7 +73,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let admin_options = grpc.serve_options("admin");
-    let grpc = grpc.serve(listeners.grpc, shutdown.clone());
+    let main = grpc.serve(listeners.grpc, shutdown.clone());
     let admin = admin::serve(
         listeners.admin,
         readiness,
@@ -67,7 +81,41 @@ pub async fn serve(
         admin_options,
         shutdown,
     );
-    tokio::try_join!(grpc, admin).map(|_| ())
+    tokio::try_join!(main, admin).map(|_| ())
+}
+
+/// Serves a stacked main port under `options` and the admin port (same service and
+/// connection settings, no TLS: it is for probes and metrics) until `shutdown`, then drains
+/// both the way [`serve`] does.
+pub async fn serve_stacked(
+    app: StackedApp,
+    options: ServeOptions,
+    readiness: Readiness,
+    admin_routes: axum::Router,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let admin_options = ServeOptions {
+        server: "admin",
+        tls: None,
+        ..options.clone()
+    };
+    let main = serve_router(
+        listeners.grpc,
+        app.router,
+        app.health,
+        app.service_names,
+        options,
+        shutdown.clone(),
+    );
+    let admin = admin::serve(
+        listeners.admin,
+        readiness,
+        admin_routes,
+        admin_options,
+        shutdown,
+    );
+    tokio::try_join!(main, admin).map(|_| ())
 }
 
 /// Runs a service process. `load` reads the service's configuration from `env`; `parts` picks

@@ -404,15 +404,13 @@ pub fn summary(violations: &[Violation], prefix: &str) -> String {
 /// the fields under `prefix`.
 pub fn to_error(violations: &[Violation], prefix: &str) -> easel_runtime::Error {
     violations.iter().fold(
-        easel_runtime::Error::invalid_argument(summary(violations, prefix)).with_reason(REASON),
+        easel_runtime::Error::invalid_argument(summary(violations, prefix))
+            .with_reason(easel_runtime::error::reason::WORKFLOW_POLICY),
         |error, violation| {
             error.with_field_violation(violation.path(prefix), violation.description.clone())
         },
     )
 }
-
-/// The `ErrorInfo` reason of a refused workflow.
-pub const REASON: &str = "WORKFLOW_POLICY";
 
 #[cfg(test)]
 mod tests;

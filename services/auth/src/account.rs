@@ -5,8 +5,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use easel_auth_client::{Revocation, Scope, reason};
 use easel_proto::account::v1::{DailyUsage, Role, Tier, TierLimits};
@@ -18,6 +16,8 @@ use crate::model::{KeyId, UserId, duration_millis, millis, scope};
 use crate::password::{MAX_PASSWORD_BYTES, Password};
 use crate::secret::ApiKeySecret;
 use crate::service::{Auth, Caller, CredentialKind};
+use easel_runtime::error::InternalContext;
+use easel_runtime::page;
 
 /// The longest an API key may live.
 pub const MAX_KEY_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -60,20 +60,12 @@ pub fn normalize_email(email: &str) -> Result<String> {
 }
 
 fn encode_page_token(last: &KeyRow) -> String {
-    URL_SAFE_NO_PAD.encode(&last.id)
+    page::encode(&last.id, "")
 }
 
 fn parse_page_token(token: &str) -> Result<Option<KeyId>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|id| KeyId::parse(&id))
-        .map(Some)
-        .ok_or_else(|| AuthError::field("page_token", "is not a token this service issued"))
+    page::decode(token, "", KeyId::parse)
+        .map_err(|invalid| AuthError::field(page::FIELD, invalid.to_string()))
 }
 
 fn parse_user_id(value: &str) -> Result<UserId> {
@@ -188,8 +180,7 @@ impl Auth {
     ) -> Result<(KeyRow, String)> {
         let fixed = secret.is_some();
         let mut secret = secret.unwrap_or_else(ApiKeySecret::generate);
-        let scopes = serde_json::to_string(scopes)
-            .map_err(|error| AuthError::Internal(format!("scopes: {error}")))?;
+        let scopes = serde_json::to_string(scopes).internal("encoding scopes")?;
         let mut tries = 0;
         loop {
             let row = KeyRow {
@@ -541,6 +532,9 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]

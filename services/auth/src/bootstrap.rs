@@ -15,6 +15,7 @@ use crate::model::{SystemClock, UserId, scope};
 use crate::password::Password;
 use crate::secret::{ApiKeySecret, KeyFormatError};
 use crate::service::Auth;
+use easel_runtime::error::Internal;
 
 /// The development account of `easel up`.
 #[derive(Clone, PartialEq, Eq)]
@@ -87,8 +88,9 @@ pub async fn bootstrap_dev_account(
     let existing = db::find_user_by_email(auth.db(), &email).await?;
     let user_id = match existing {
         Some(user) => {
-            let user_id = UserId::parse(&user.id)
-                .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?;
+            let user_id = UserId::parse(&user.id).ok_or_else(|| {
+                AuthError::from(Internal::new(format!("malformed user id {:?}", user.id)))
+            })?;
             let Some(fixed) = fixed else {
                 return Ok(DevAccount {
                     email,
@@ -117,8 +119,9 @@ pub async fn bootstrap_dev_account(
                 .insert_user(&email, None, Tier::Enterprise, Role::Admin)
                 .await?;
             tracing::info!(user_id = %user.id, "development account created");
-            UserId::parse(&user.id)
-                .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?
+            UserId::parse(&user.id).ok_or_else(|| {
+                AuthError::from(Internal::new(format!("malformed user id {:?}", user.id)))
+            })?
         }
     };
     let secret = fixed.unwrap_or_else(ApiKeySecret::generate);
@@ -185,8 +188,9 @@ pub async fn bootstrap_admin(
     let user = auth
         .insert_user(&email, password.as_ref(), Tier::Enterprise, Role::Admin)
         .await?;
-    let user_id = UserId::parse(&user.id)
-        .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?;
+    let user_id = UserId::parse(&user.id).ok_or_else(|| {
+        AuthError::from(Internal::new(format!("malformed user id {:?}", user.id)))
+    })?;
     let (_, api_key) = auth
         .insert_key(&user_id, "bootstrap", &admin_scopes(), None, None)
         .await?;

@@ -5,15 +5,12 @@
 pub mod entity;
 pub mod migration;
 
-use std::path::Path;
-
 use easel_runtime::db::DatabaseConfig;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use sea_orm_migration::MigratorTrait;
 
 pub use self::entity::api_key::Model as KeyRow;
 pub use self::entity::signing_key::Model as SigningKeyRow;
@@ -23,32 +20,14 @@ use self::entity::{api_key, signing_key, usage, user};
 use crate::error::{AuthError, Result};
 use crate::model::{KeyId, UserId};
 
-/// Connects and brings the schema up to date. For SQLite, the file's directory is created.
+/// Connects and brings the schema up to date (see [`easel_runtime::db::connect_and_migrate`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or_default();
-        if let Some(dir) = Path::new(file).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|error| {
-                AuthError::Internal(format!("cannot create {}: {error}", dir.display()))
-            })?;
-        }
-    }
-    let connection = easel_runtime::db::connect(&DatabaseConfig::new(url)).await?;
-    // Replicas starting together race to migrate; the loser finds the work done on a retry.
-    let mut tries = 0;
-    loop {
-        match migration::Migrator::up(&connection, None).await {
-            Ok(()) => return Ok(connection),
-            Err(error) if tries < 3 => {
-                tries += 1;
-                tracing::info!(error = %error, "migration raced another instance, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    let connection = easel_runtime::db::connect_and_migrate::<migration::Migrator>(
+        &DatabaseConfig::new(url),
+        "auth",
+    )
+    .await?;
+    Ok(connection)
 }
 
 /// A unique violation becomes `AlreadyExists(message)`; anything else stays a database error.

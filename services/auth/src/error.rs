@@ -1,7 +1,7 @@
 //! The auth service's failures, mapped once to the shared error vocabulary.
 
 use easel_auth_client::{RateDecision, Scope, reason};
-use easel_runtime::error::{Error, ErrorCode};
+use easel_runtime::error::{Error, ErrorCode, Internal};
 
 /// What can go wrong in the auth service.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +46,9 @@ pub enum AuthError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
-    /// Anything else that is our fault.
-    #[error("{0}")]
-    Internal(String),
+    /// Anything else that is our fault, with its cause.
+    #[error(transparent)]
+    Internal(#[from] Internal),
 }
 
 impl AuthError {
@@ -107,7 +107,7 @@ impl From<AuthError> for Error {
             AuthError::RateLimited(decision) => decision.to_error(),
             AuthError::Unavailable(message) => Error::unavailable(message),
             AuthError::Database(error) => easel_runtime::db::map_db_err(error),
-            AuthError::Internal(message) => Error::internal(std::io::Error::other(message)),
+            AuthError::Internal(internal) => internal.into(),
         }
     }
 }
@@ -117,7 +117,7 @@ impl From<Error> for AuthError {
     fn from(error: Error) -> Self {
         match error.code() {
             ErrorCode::Unavailable => AuthError::Unavailable(error.message().to_string()),
-            _ => AuthError::Internal(error.to_string()),
+            _ => Internal::caused("a shared component failed", error).into(),
         }
     }
 }
@@ -175,7 +175,7 @@ mod tests {
                 429,
             ),
             (
-                AuthError::Internal("password=hunter2".into()),
+                AuthError::Internal(Internal::new("password=hunter2")),
                 ErrorCode::Internal,
                 500,
             ),

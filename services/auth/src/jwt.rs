@@ -24,6 +24,7 @@ use crate::config::AuthConfig;
 use crate::db::{self, SigningKeyRow};
 use crate::error::{AuthError, Result};
 use crate::model::{Clock, duration_millis, from_millis, millis};
+use easel_runtime::error::{Internal, InternalContext};
 
 /// An unknown `kid` reloads the keys from the database at most this often (a replica may have
 /// rotated), so garbage tokens cannot hammer the database.
@@ -78,10 +79,10 @@ impl LoadedKey {
     fn from_row(row: &SigningKeyRow) -> Result<LoadedKey> {
         let pkcs8 = STANDARD
             .decode(&row.private_key)
-            .map_err(|error| AuthError::Internal(format!("signing key {}: {error}", row.kid)))?;
+            .internal(format!("signing key {}", row.kid))?;
         let public = URL_SAFE_NO_PAD
             .decode(&row.public_key)
-            .map_err(|error| AuthError::Internal(format!("signing key {}: {error}", row.kid)))?;
+            .internal(format!("signing key {}", row.kid))?;
         Ok(LoadedKey {
             kid: row.kid.clone(),
             encoding: EncodingKey::from_ed_der(&pkcs8),
@@ -119,14 +120,14 @@ impl KeySet {
 pub fn generate_pkcs8() -> Result<Vec<u8>> {
     Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map(|document| document.as_ref().to_vec())
-        .map_err(|_| AuthError::Internal("cannot generate an Ed25519 key".into()))
+        .map_err(|_| Internal::new("cannot generate an Ed25519 key").into())
 }
 
 /// A new Ed25519 key as a row.
 fn generate_row(now_ms: i64) -> Result<SigningKeyRow> {
     let document = generate_pkcs8()?;
-    let pair = Ed25519KeyPair::from_pkcs8(&document)
-        .map_err(|error| AuthError::Internal(format!("generated Ed25519 key: {error}")))?;
+    let pair =
+        Ed25519KeyPair::from_pkcs8(&document).internal("reading the generated Ed25519 key")?;
     Ok(SigningKeyRow {
         kid: uuid::Uuid::now_v7().simple().to_string(),
         private_key: STANDARD.encode(&document),
@@ -285,12 +286,12 @@ impl Tokens {
         let keys = self.current();
         let key = keys
             .signing()
-            .ok_or_else(|| AuthError::Internal("no signing key".into()))?;
+            .ok_or_else(|| Internal::new("no signing key"))?;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
         header.typ = Some("JWT".to_string());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|error| AuthError::Internal(format!("signing a token: {error}")))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &key.encoding).internal("signing a token")?;
         Ok((token, from_millis(claims.exp * 1000)))
     }
 

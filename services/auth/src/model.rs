@@ -1,8 +1,5 @@
 //! Domain types: ids, the injectable clock, scopes, and time conversions.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use chrono::{DateTime, Utc};
 use easel_proto::account::v1::{Role, Tier};
 
@@ -43,54 +40,7 @@ pub mod scope {
     }
 }
 
-/// The time source, injectable so tests can move it (key expiry, token expiry, rotation).
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that only moves when told (tests).
-#[derive(Clone, Debug)]
-pub struct ManualClock {
-    millis: Arc<AtomicI64>,
-}
-
-impl ManualClock {
-    /// A clock at the current time.
-    pub fn new() -> Self {
-        ManualClock {
-            millis: Arc::new(AtomicI64::new(Utc::now().timestamp_millis())),
-        }
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: std::time::Duration) {
-        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.millis.fetch_add(by, Ordering::SeqCst);
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        ManualClock::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        from_millis(self.millis.load(Ordering::SeqCst))
-    }
-}
+pub use easel_runtime::clock::{Clock, ManualClock, SystemClock};
 
 /// A time as stored: Unix milliseconds.
 pub fn millis(time: DateTime<Utc>) -> i64 {

@@ -8,6 +8,7 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 
 use crate::config::PasswordHashing;
 use crate::error::{AuthError, Result};
+use easel_runtime::error::InternalContext;
 
 /// The shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -77,14 +78,11 @@ impl PasswordHasherPool {
             settings.parallelism,
             None,
         )
-        .map_err(|error| AuthError::Internal(format!("argon2 parameters: {error}")))?;
+        .internal("argon2 parameters")?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let mut decoy = [0_u8; 24];
         rand::fill(&mut decoy[..]);
-        let decoy = argon2
-            .hash_password(&decoy)
-            .map_err(|error| AuthError::Internal(format!("argon2: {error}")))?
-            .to_string();
+        let decoy = argon2.hash_password(&decoy).internal("argon2")?.to_string();
         Ok(PasswordHasherPool {
             argon2: Arc::new(argon2),
             decoy: Arc::new(decoy),
@@ -95,14 +93,15 @@ impl PasswordHasherPool {
     pub async fn hash(&self, password: &Password) -> Result<String> {
         let argon2 = self.argon2.clone();
         let password = password.clone();
-        tokio::task::spawn_blocking(move || {
+        let hashed = tokio::task::spawn_blocking(move || {
             argon2
                 .hash_password(password.as_bytes())
                 .map(|hash| hash.to_string())
-                .map_err(|error| AuthError::Internal(format!("argon2: {error}")))
+                .internal("argon2")
         })
         .await
-        .map_err(|error| AuthError::Internal(format!("hashing task: {error}")))?
+        .internal("the hashing task")??;
+        Ok(hashed)
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown email, no password set) it
@@ -120,7 +119,7 @@ impl PasswordHasherPool {
                 .is_ok()
         })
         .await
-        .map_err(|error| AuthError::Internal(format!("hashing task: {error}")))?;
+        .internal("the hashing task")?;
         Ok(matched && real)
     }
 }

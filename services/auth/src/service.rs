@@ -22,6 +22,7 @@ use crate::jwt::Tokens;
 use crate::model::{Clock, UserId, from_millis, millis, role_from_db, scope, tier_from_db};
 use crate::password::PasswordHasherPool;
 use crate::secret::ApiKeySecret;
+use easel_runtime::error::Internal;
 
 /// A key's last use is written at most this often.
 pub const LAST_USED_INTERVAL: Duration = Duration::from_secs(60);
@@ -276,7 +277,7 @@ impl Auth {
         let expires_at = key.expires_at_ms.map(from_millis);
         Ok(Caller {
             user_id: UserId::parse(&user.id)
-                .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?,
+                .ok_or_else(|| Internal::new(format!("malformed user id {:?}", user.id)))?,
             tier: tier_from_db(user.tier),
             role,
             scopes: allowed_scopes(scopes_from_db(&key.scopes), role),
@@ -316,7 +317,7 @@ impl Auth {
         let token_expiry = from_millis(claims.exp.saturating_mul(1000));
         Ok(Caller {
             user_id: UserId::parse(&user.id)
-                .ok_or_else(|| AuthError::Internal(format!("malformed user id {:?}", user.id)))?,
+                .ok_or_else(|| Internal::new(format!("malformed user id {:?}", user.id)))?,
             tier: tier_from_db(user.tier),
             role,
             scopes: allowed_scopes(scopes, role),

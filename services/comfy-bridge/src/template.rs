@@ -7,6 +7,7 @@
 //! zero) still needs a value in the graph, so it gets ComfyUI's usual one.
 
 use easel_proto::jobs::v1::{Sampler, Scheduler, TextToImage, Workflow};
+use easel_proto::names::ShortName;
 use serde_json::{Map, Value, json};
 
 use crate::error::BridgeError;
@@ -83,7 +84,7 @@ fn invalid(field: &str, reason: impl Into<String>) -> BridgeError {
 pub fn sampler_name(value: i32) -> Result<String, BridgeError> {
     match Sampler::try_from(value) {
         Ok(Sampler::Unspecified) => Ok("euler".to_string()),
-        Ok(sampler) => Ok(comfy_name(sampler.as_str_name(), "SAMPLER_")),
+        Ok(sampler) => Ok(sampler.short_name()),
         Err(_) => Err(invalid(
             "text_to_image.sampler",
             format!("{value} is not a known sampler"),
@@ -95,18 +96,12 @@ pub fn sampler_name(value: i32) -> Result<String, BridgeError> {
 pub fn scheduler_name(value: i32) -> Result<String, BridgeError> {
     match Scheduler::try_from(value) {
         Ok(Scheduler::Unspecified) => Ok("normal".to_string()),
-        Ok(scheduler) => Ok(comfy_name(scheduler.as_str_name(), "SCHEDULER_")),
+        Ok(scheduler) => Ok(scheduler.short_name()),
         Err(_) => Err(invalid(
             "text_to_image.scheduler",
             format!("{value} is not a known scheduler"),
         )),
     }
-}
-
-fn comfy_name(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix)
-        .unwrap_or(name)
-        .to_ascii_lowercase()
 }
 
 fn dimension(field: &str, value: u32) -> Result<u32, BridgeError> {

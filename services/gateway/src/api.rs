@@ -4,8 +4,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use easel_proto::account::v1 as account;
 use easel_proto::bridge::v1::ListModelsRequest as BridgeListModelsRequest;
 use easel_proto::jobs::internal::v1 as internal;
@@ -13,6 +11,7 @@ use easel_proto::jobs::v1 as jobs;
 use easel_proto::models::v1::{ListModelsRequest, ListModelsResponse, Model};
 use easel_runtime::Shutdown;
 use easel_runtime::error::Error;
+use easel_runtime::page;
 use futures::{Stream, StreamExt};
 
 use crate::config::GatewayConfig;
@@ -270,15 +269,7 @@ where
 
 /// The model list's page token: the last name of the previous page.
 fn decode_model_token(token: &str) -> Result<Option<String>, Error> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .map(Some)
-        .ok_or_else(|| Error::invalid_field("page_token", "is not a token this service returned"))
+    Ok(page::decode(token, "", |name| Some(name.to_string()))?)
 }
 
 /// One page of the bridge's checkpoints, sorted by name, after `after`.
@@ -306,7 +297,7 @@ fn page_models(
         })
         .collect();
     let next_page_token = match (has_more, models.last()) {
-        (true, Some(last)) => URL_SAFE_NO_PAD.encode(last.name.as_bytes()),
+        (true, Some(last)) => page::encode(&last.name, ""),
         _ => String::new(),
     };
     ListModelsResponse {

@@ -63,8 +63,9 @@ impl JwksCache {
             .await?
             .into_inner();
         // Check it is JSON before serving it as such.
-        serde_json::from_str::<serde_json::Value>(&answer.jwks_json)
-            .map_err(|error| Error::internal(error).with_reason("INVALID_JWKS"))?;
+        serde_json::from_str::<serde_json::Value>(&answer.jwks_json).map_err(|error| {
+            Error::internal(error).with_reason(easel_runtime::error::reason::INVALID_JWKS)
+        })?;
         Ok(Bytes::from(answer.jwks_json))
     }
 }

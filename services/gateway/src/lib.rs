@@ -38,8 +38,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use easel_runtime::Shutdown;
-use easel_runtime::grpc::server::serve_router;
-use easel_runtime::service::Listeners;
+use easel_runtime::service::{Listeners, StackedApp, serve_stacked};
 use easel_runtime::transport::ServeOptions;
 
 pub use crate::config::{Config, GatewayConfig};
@@ -84,29 +83,26 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: Shutdown) -> st
     let app =
         protocol::app(&config, gateway, door, readiness.clone()).map_err(std::io::Error::other)?;
 
-    let options = |server| ServeOptions {
+    let app = StackedApp {
+        router: app.router,
+        health: app.health,
+        service_names: app.service_names,
+    };
+    let options = ServeOptions {
         service: SERVICE_NAME.to_string(),
-        server,
+        server: "public",
         settings: config.server.connections.clone(),
-        // The public port stays plain (TLS ends at the edge proxy); the admin port is for
-        // probes and metrics.
+        // The public port stays plain: TLS ends at the edge proxy.
         tls: None,
     };
     // The public port: the door sees each client's address (`ConnectInfo<SocketAddr>`).
-    let public = serve_router(
-        listeners.grpc,
-        app.router,
-        app.health,
-        app.service_names,
-        options("public"),
-        shutdown.clone(),
-    );
-    let admin = easel_runtime::admin::serve(
-        listeners.admin,
+    serve_stacked(
+        app,
+        options,
         readiness,
         axum::Router::new(),
-        options("admin"),
+        listeners,
         shutdown,
-    );
-    tokio::try_join!(public, admin).map(|_| ())
+    )
+    .await
 }

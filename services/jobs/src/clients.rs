@@ -14,6 +14,7 @@ use easel_runtime::transport::ServiceIdentity;
 use crate::SERVICE_NAME;
 use crate::error::{JobsError, Result};
 use crate::model::proto_duration;
+use easel_runtime::error::InternalContext;
 
 /// Images cross these channels whole.
 const MAX_MESSAGE: usize = 64 << 20;
@@ -41,7 +42,8 @@ impl Clients {
         let channel = |url: &str, service: &str| {
             let config = ClientConfig::new(url).with_identity(identity.clone(), service);
             connect_lazy(&config, SERVICE_NAME)
-                .map_err(|error| JobsError::Internal(error.to_string()))
+                .internal(format!("the {service} channel"))
+                .map_err(JobsError::from)
         };
         Ok(Clients {
             bridge: BridgeServiceClient::new(channel(bridge_url, "comfy-bridge")?)

@@ -13,8 +13,6 @@ pub mod entity;
 pub mod idempotency;
 pub mod migration;
 
-use std::path::Path;
-
 use easel_proto::jobs::v1::{JobEvent, JobStatus, QueuePosition, job_event};
 use easel_runtime::db::DatabaseConfig;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
@@ -22,41 +20,20 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, IntoActiveModel,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
 
 pub use self::entity::job::{Column as JobColumn, Model as JobRow};
 use self::entity::{event, job};
 use crate::error::{JobsError, Result};
 use crate::model::{is_terminal, status_from_db, status_to_db, timestamp_ms};
+use easel_runtime::error::InternalContext;
 
-/// Connects and brings the schema up to date. For SQLite, the file's directory is created.
+/// Connects and brings the schema up to date (see [`easel_runtime::db::connect_and_migrate`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or_default();
-        if let Some(dir) = Path::new(file).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|error| {
-                JobsError::Internal(format!("cannot create {}: {error}", dir.display()))
-            })?;
-        }
-    }
     let mut config = DatabaseConfig::new(url);
     config.max_connections = 32;
-    let connection = easel_runtime::db::connect(&config).await?;
-    // Replicas starting together race to migrate; the loser finds the work done on a retry.
-    let mut tries = 0;
-    loop {
-        match migration::Migrator::up(&connection, None).await {
-            Ok(()) => return Ok(connection),
-            Err(error) if tries < 3 => {
-                tries += 1;
-                tracing::info!(error = %error, "migration raced another instance, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    let connection =
+        easel_runtime::db::connect_and_migrate::<migration::Migrator>(&config, "jobs").await?;
+    Ok(connection)
 }
 
 fn event_kind_name(kind: &job_event::Kind) -> &'static str {
@@ -80,8 +57,7 @@ pub fn event_row(event: &JobEvent, time_ms: i64) -> Result<event::Model> {
         job_id: event.job_id.clone(),
         seq: i64::try_from(event.seq).unwrap_or(i64::MAX),
         kind: kind.to_string(),
-        payload: serde_json::to_string(event)
-            .map_err(|error| JobsError::Internal(format!("encoding an event: {error}")))?,
+        payload: serde_json::to_string(event).internal("encoding an event")?,
         time_ms,
     })
 }
@@ -282,9 +258,8 @@ pub async fn events_after(
         .await?;
     rows.into_iter()
         .map(|row| {
-            let mut event = serde_json::from_str::<JobEvent>(&row.payload).map_err(|error| {
-                JobsError::Internal(format!("event {} of {}: {error}", row.seq, row.job_id))
-            })?;
+            let mut event = serde_json::from_str::<JobEvent>(&row.payload)
+                .internal(format!("decoding event {} of {}", row.seq, row.job_id))?;
             // The column is the number's record.
             event.seq = u64::try_from(row.seq).unwrap_or_default();
             Ok(event)

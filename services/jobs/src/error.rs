@@ -2,12 +2,7 @@
 
 use std::time::Duration;
 
-use easel_runtime::error::{Error, ErrorCode, reason};
-
-/// `ErrorInfo.reason` of a request over a per-request tier limit (metadata `limit` names it).
-pub const TIER_LIMIT_EXCEEDED: &str = "TIER_LIMIT_EXCEEDED";
-/// `ErrorInfo.reason` of an exhausted quota (metadata `limit` names it, `value` its value).
-pub const QUOTA_EXHAUSTED: &str = "QUOTA_EXHAUSTED";
+use easel_runtime::error::{Error, ErrorCode, Internal, reason};
 
 /// Where a raw workflow's nodes sit in a submit request, for field violations.
 const WORKFLOW_FIELD: &str = "spec.workflow.graph";
@@ -77,9 +72,9 @@ pub enum JobsError {
         /// What decoding it said.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Anything else that is our fault.
-    #[error("{0}")]
-    Internal(String),
+    /// Anything else that is our fault, with its cause.
+    #[error(transparent)]
+    Internal(#[from] Internal),
 }
 
 /// The crate's result.
@@ -106,7 +101,7 @@ impl From<JobsError> for Error {
                 description,
                 limit,
             } => Error::invalid_field(field, description)
-                .with_reason(TIER_LIMIT_EXCEEDED)
+                .with_reason(reason::TIER_LIMIT_EXCEEDED)
                 .with_metadata("limit", limit),
             JobsError::WorkflowRefused(violations) => {
                 easel_workflow_policy::to_error(&violations, WORKFLOW_FIELD)
@@ -120,7 +115,7 @@ impl From<JobsError> for Error {
                     ErrorCode::ResourceExhausted,
                     format!("your tier allows {value} ({limit}); try again later"),
                 )
-                .with_reason(QUOTA_EXHAUSTED)
+                .with_reason(reason::QUOTA_EXHAUSTED)
                 .with_metadata("limit", limit)
                 .with_metadata("value", value.to_string());
                 match retry_after {
@@ -151,7 +146,7 @@ impl From<JobsError> for Error {
                 Error::unavailable("the job queue is unavailable, retry later").with_source(error)
             }
             error @ JobsError::CorruptRecord { .. } => Error::internal(error),
-            JobsError::Internal(message) => Error::internal(message),
+            JobsError::Internal(internal) => internal.into(),
         }
     }
 }

@@ -9,8 +9,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use easel_proto::jobs::internal::v1::internal_job_service_server::{
     InternalJobService, InternalJobServiceServer, SERVICE_NAME,
 };
@@ -31,6 +29,7 @@ use crate::error::JobsError;
 use crate::model::{Caller, JobId};
 use crate::service::Jobs;
 use crate::watch::watch;
+use easel_runtime::page;
 
 type WatchResponseStream = std::pin::Pin<
     Box<
@@ -58,16 +57,8 @@ fn request_of<T>(request: Option<T>) -> Result<T, JobsError> {
 }
 
 fn page_token(token: &str) -> Result<Option<String>, JobsError> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|id| JobId::parse(&id))
-        .map(|id| Some(id.into_string()))
-        .ok_or_else(|| JobsError::field("page_token", "is not a token this service returned"))
+    page::decode(token, "", |id| JobId::parse(id).map(JobId::into_string))
+        .map_err(|invalid| JobsError::field(page::FIELD, invalid.to_string()))
 }
 
 #[tonic::async_trait]
@@ -129,9 +120,7 @@ impl InternalJobService for JobApi {
             .await?;
         Ok(Response::new(ListJobsResponse {
             jobs,
-            next_page_token: next
-                .map(|id| URL_SAFE_NO_PAD.encode(id.as_bytes()))
-                .unwrap_or_default(),
+            next_page_token: next.map(|id| page::encode(&id, "")).unwrap_or_default(),
         }))
     }
 

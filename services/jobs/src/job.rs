@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::db::JobRow;
+use easel_runtime::error::Internal;
 use crate::error::{JobsError, Result};
 use crate::model::{JobId, is_terminal, status_to_db};
 use crate::queue::QueueMessage;
@@ -105,7 +106,7 @@ fn decode_optional<T: DeserializeOwned>(
 /// A value as its column's JSON text.
 pub fn encode<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value)
-        .map_err(|error| JobsError::Internal(format!("encoding a job column: {error}")))
+        .map_err(|error| JobsError::from(Internal::caused("encoding a job column", error)))
 }
 
 #[derive(Debug, thiserror::Error)]

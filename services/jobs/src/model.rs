@@ -1,8 +1,5 @@
 //! Domain types: job ids, statuses, the caller, and the injectable clock.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use chrono::{DateTime, Utc};
 use easel_proto::auth::v1::Principal;
 use easel_proto::jobs::v1::JobStatus;
@@ -70,46 +67,7 @@ pub fn status_from_db(value: i32) -> JobStatus {
     JobStatus::try_from(value).unwrap_or(JobStatus::Unspecified)
 }
 
-/// The time source, injectable so tests can move it (the 24 h idempotency window).
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that is the system clock plus an offset tests can advance.
-#[derive(Clone, Debug, Default)]
-pub struct OffsetClock {
-    offset_ms: Arc<AtomicI64>,
-}
-
-impl OffsetClock {
-    /// A clock at the system time.
-    pub fn new() -> Self {
-        OffsetClock::default()
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: std::time::Duration) {
-        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.offset_ms.fetch_add(by, Ordering::SeqCst);
-    }
-}
-
-impl Clock for OffsetClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
-    }
-}
+pub use easel_runtime::clock::{Clock, OffsetClock, SystemClock};
 
 /// Unix milliseconds, as the tables store times.
 pub fn millis(time: DateTime<Utc>) -> i64 {

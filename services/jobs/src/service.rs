@@ -20,6 +20,7 @@ use crate::model::{Caller, Clock, JobId, millis, proto_duration, timestamp_ms};
 use crate::queue::{JobQueue, priority_class};
 use crate::submit::{Accepted, GroupCommit, Submission};
 use crate::validate::{check_policy, validate_submit};
+use easel_runtime::error::Internal;
 use easel_workflow_policy::WorkflowPolicy;
 
 pub use crate::submit::IDEMPOTENCY_TTL;
@@ -286,7 +287,7 @@ impl Jobs {
             tracing::info!(job_id = %id, from = ?job.status, "job cancelled");
             return self.render(&moved.job).await;
         }
-        Err(JobsError::Internal(format!("cancelling {id} kept racing")))
+        Err(Internal::new(format!("cancelling {id} kept racing")).into())
     }
 
     /// Asks the bridge to stop a run (best effort: the worker's own guard discards whatever

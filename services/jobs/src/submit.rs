@@ -25,6 +25,7 @@ use crate::error::{JobsError, Result};
 use crate::job::Job;
 use crate::model::{JobId, millis};
 use crate::queue::{JobQueue, PRIORITY_CLASSES, QueueMessage};
+use easel_runtime::error::Internal;
 
 /// How long an idempotency key protects a request.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -107,10 +108,10 @@ impl GroupCommit {
         self.sender
             .send(Waiting { submission, reply })
             .await
-            .map_err(|_| JobsError::Internal("the submit writer stopped".into()))?;
+            .map_err(|_| Internal::new("the submit writer stopped"))?;
         answer
             .await
-            .map_err(|_| JobsError::Internal("the submit writer dropped a submit".into()))?
+            .map_err(|_| Internal::new("the submit writer dropped a submit"))?
     }
 }
 
@@ -183,16 +184,34 @@ async fn write(
                 Box::pin(write(db, queue, clients, vec![one])).await;
             }
         }
-        Err(error) => {
-            for w in waiting {
-                let _ = w.reply.send(Err(JobsError::Database(error.clone())));
-            }
-        }
+        Err(error) => fail_all(waiting, error),
     }
 }
 
-fn unreachable(error: &DbErr) -> bool {
-    matches!(error, DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+/// Answers every submit of a batch that failed as a whole: a database error (it clones) as
+/// itself, so an unreachable database stays UNAVAILABLE; anything else as the shared cause of
+/// an internal error, so no answer loses the chain (it used to travel as text).
+fn fail_all(waiting: Vec<Waiting>, error: JobsError) {
+    let error = match error {
+        JobsError::Database(error) => {
+            for w in waiting {
+                let _ = w.reply.send(Err(JobsError::Database(error.clone())));
+            }
+            return;
+        }
+        other => Arc::new(other),
+    };
+    for w in waiting {
+        let cause = Internal::caused("the submit batch failed", Arc::clone(&error));
+        let _ = w.reply.send(Err(cause.into()));
+    }
+}
+
+fn unreachable(error: &JobsError) -> bool {
+    matches!(
+        error,
+        JobsError::Database(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
+    )
 }
 
 fn key_of(submission: &Submission) -> Option<KeyId> {
@@ -301,7 +320,7 @@ impl Usage {
 async fn commit(
     db: &DatabaseConnection,
     submissions: &[&Submission],
-) -> Result<Vec<Result<Accepted>>, DbErr> {
+) -> Result<Vec<Result<Accepted>>> {
     let mut commit = Commit {
         submissions,
         outcomes: std::iter::repeat_with(|| None)
@@ -320,7 +339,7 @@ async fn commit(
     Ok(commit
         .outcomes
         .into_iter()
-        .map(|outcome| outcome.unwrap_or(Err(JobsError::Internal("a submit got no answer".into()))))
+        .map(|outcome| outcome.unwrap_or(Err(Internal::new("a submit got no answer").into())))
         .collect())
 }
 
@@ -364,13 +383,13 @@ impl Commit<'_> {
         &mut self,
         txn: &C,
         keyed: &[usize],
-    ) -> Result<(), DbErr> {
+    ) -> Result<()> {
         let submissions = self.submissions;
         let rows: Vec<_> = keyed
             .iter()
             .filter_map(|&i| key_row(submissions[i]))
             .collect();
-        let taken = batch::take_keys(txn, &rows).await.map_err(database)?;
+        let taken = batch::take_keys(txn, &rows).await?;
         let held: Vec<usize> = keyed
             .iter()
             .copied()
@@ -385,7 +404,7 @@ impl Commit<'_> {
             .collect();
         self.existing = batch::find_keys(txn, &keys)
             .await
-            .map_err(database)?
+            ?
             .into_iter()
             .map(|row| ((row.owner.clone(), row.key.clone()), row))
             .collect();
@@ -400,7 +419,7 @@ impl Commit<'_> {
         &self,
         txn: &C,
         submission: &Submission,
-    ) -> Result<Option<Result<Accepted>>, DbErr> {
+    ) -> Result<Option<Result<Accepted>>> {
         let Some(row) = key_of(submission).and_then(|key| self.existing.get(&key)) else {
             // Deleted between our insert and our read: in flight; a retry wins.
             return Ok(Some(Err(JobsError::IdempotencyKeyInFlight)));
@@ -410,7 +429,7 @@ impl Commit<'_> {
                 let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
                 if idempotency::replace(txn, row, ours)
                     .await
-                    .map_err(database)?
+                    ?
                 {
                     None
                 } else {
@@ -424,7 +443,7 @@ impl Commit<'_> {
 
     /// Counts the quotas of the submits still making a job, from their owners' counters (and
     /// the batch itself); returns the admitted ones.
-    async fn admit<C: ConnectionTrait>(&mut self, txn: &C) -> Result<Vec<usize>, DbErr> {
+    async fn admit<C: ConnectionTrait>(&mut self, txn: &C) -> Result<Vec<usize>> {
         let submissions = self.submissions;
         let creating: Vec<usize> = (0..submissions.len())
             .filter(|&i| self.outcomes[i].is_none())
@@ -444,7 +463,7 @@ impl Commit<'_> {
         let mut usage = Usage {
             counters: batch::lock_counters(txn, &owners)
                 .await
-                .map_err(database)?
+                ?
                 .into_iter()
                 .map(|(owner, row)| {
                     let today = if row.day == day { row.day_jobs } else { 0 };
@@ -469,10 +488,10 @@ impl Commit<'_> {
         }
         batch::release_keys(txn, &released)
             .await
-            .map_err(database)?;
+            ?;
         batch::add_to_counters(txn, &usage.added, day)
             .await
-            .map_err(database)?;
+            ?;
         Ok(admitted)
     }
 
@@ -481,7 +500,7 @@ impl Commit<'_> {
         &mut self,
         txn: &C,
         admitted: &[usize],
-    ) -> Result<(), DbErr> {
+    ) -> Result<()> {
         let submissions = self.submissions;
         let rows = admitted
             .iter()
@@ -493,7 +512,7 @@ impl Commit<'_> {
             .collect();
         batch::insert_jobs(txn, rows, events)
             .await
-            .map_err(database)?;
+            ?;
         for &index in admitted {
             self.outcomes[index] = Some(Ok(Accepted::Created {
                 job: Box::new(submissions[index].job.clone()),
@@ -553,13 +572,6 @@ fn positions(waiting: &[u64], messages: &[QueueMessage]) -> Vec<u64> {
             (higher + same.saturating_sub(later)).max(1)
         })
         .collect()
-}
-
-fn database(error: JobsError) -> DbErr {
-    match error {
-        JobsError::Database(error) => error,
-        other => DbErr::Custom(other.to_string()),
-    }
 }
 
 #[cfg(test)]

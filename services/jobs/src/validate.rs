@@ -12,6 +12,7 @@ use pbjson_types::value::Kind as ValueKind;
 use sha2::{Digest, Sha256};
 
 use crate::error::{JobsError, Result};
+use easel_runtime::error::InternalContext;
 
 /// Longest prompt (and negative prompt), in characters.
 pub const MAX_PROMPT_CHARS: usize = 4000;
@@ -440,8 +441,7 @@ fn check_workflow(workflow: &Workflow, limits: &TierLimits) -> Result<()> {
 pub fn request_hash(request: &SubmitJobRequest) -> Result<String> {
     let mut request = request.clone();
     request.idempotency_key.clear();
-    let value = serde_json::to_value(&request)
-        .map_err(|error| JobsError::Internal(format!("encoding a request: {error}")))?;
+    let value = serde_json::to_value(&request).internal("encoding a request")?;
     let mut canonical = String::new();
     write_canonical(&value, &mut canonical);
     Ok(hex::encode(Sha256::digest(canonical.as_bytes())))

@@ -12,6 +12,7 @@ use object_store::{Attribute, AttributeValue, Attributes, ObjectStore, ObjectSto
 
 use crate::config::{BackendConfig, S3Config};
 use crate::error::{Result, StorageError};
+use easel_runtime::error::InternalContext;
 
 /// The configured object store.
 #[derive(Clone, Debug)]
@@ -25,9 +26,7 @@ impl Backend {
     pub async fn open(config: &BackendConfig) -> Result<Backend> {
         match config {
             BackendConfig::Local { root } => {
-                std::fs::create_dir_all(root).map_err(|error| {
-                    StorageError::Internal(format!("cannot create {}: {error}", root.display()))
-                })?;
+                std::fs::create_dir_all(root).internal(format!("creating {}", root.display()))?;
                 let store = LocalFileSystem::new_with_prefix(root)?.with_automatic_cleanup(true);
                 Ok(Backend {
                     store: Arc::new(store),
@@ -142,7 +141,7 @@ async fn ensure_bucket(store: &Arc<AmazonS3>, config: &S3Config) -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|error| StorageError::Internal(format!("http client: {error}")))?;
+        .internal("building the http client")?;
     match client.put(url).body(body).send().await {
         Ok(response) if response.status().is_success() => {
             tracing::info!(bucket = %config.bucket, "created the bucket");

@@ -19,6 +19,7 @@ use sea_orm::{
 use self::entity::{Column, Entity, Model};
 use crate::error::{Result, StorageError};
 use crate::model::{ArtifactId, ArtifactRecord, Owner};
+use easel_runtime::error::{Internal, InternalContext};
 
 /// Connects and brings the schema up to date (see [`easel_runtime::db::connect_and_migrate`]).
 pub async fn connect(url: &str) -> Result<DatabaseConnection> {
@@ -40,9 +41,9 @@ fn from_millis(value: i64) -> DateTime<Utc> {
 
 fn to_record(row: Model) -> Result<ArtifactRecord> {
     let id = ArtifactId::parse(&row.id)
-        .ok_or_else(|| StorageError::Internal(format!("malformed id in row {:?}", row.id)))?;
+        .ok_or_else(|| Internal::new(format!("malformed id in row {:?}", row.id)))?;
     let metadata: BTreeMap<String, String> = serde_json::from_str(&row.metadata)
-        .map_err(|error| StorageError::Internal(format!("metadata of {}: {error}", row.id)))?;
+        .internal(format!("decoding the metadata of {}", row.id))?;
     Ok(ArtifactRecord {
         id,
         owner: row.owner,
@@ -61,8 +62,7 @@ fn to_record(row: Model) -> Result<ArtifactRecord> {
 
 /// Inserts a new artifact's row.
 pub async fn insert(db: &DatabaseConnection, record: &ArtifactRecord) -> Result<()> {
-    let metadata = serde_json::to_string(&record.metadata)
-        .map_err(|error| StorageError::Internal(error.to_string()))?;
+    let metadata = serde_json::to_string(&record.metadata).internal("encoding metadata")?;
     let row = Model {
         id: record.id.to_string(),
         owner: record.owner.clone(),

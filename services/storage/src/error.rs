@@ -1,6 +1,6 @@
 //! The storage service's failures, mapped once to the shared error vocabulary.
 
-use easel_runtime::error::{Error, ErrorCode, reason};
+use easel_runtime::error::{Error, ErrorCode, Internal, reason};
 
 /// What can go wrong in the storage service.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +34,9 @@ pub enum StorageError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
-    /// Anything else that is our fault.
-    #[error("{0}")]
-    Internal(String),
+    /// Anything else that is our fault, with its cause.
+    #[error(transparent)]
+    Internal(#[from] Internal),
 }
 
 impl StorageError {
@@ -95,7 +95,7 @@ impl From<StorageError> for Error {
                 }
             },
             StorageError::Database(error) => easel_runtime::db::map_db_err(error),
-            StorageError::Internal(message) => Error::internal(std::io::Error::other(message)),
+            StorageError::Internal(internal) => internal.into(),
         }
     }
 }
@@ -134,7 +134,7 @@ mod tests {
             ),
             (StorageError::NotFound, ErrorCode::NotFound, 404),
             (
-                StorageError::Internal("db password=x".into()),
+                StorageError::Internal(Internal::new("db password=x")),
                 ErrorCode::Internal,
                 500,
             ),

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
@@ -20,6 +18,8 @@ use crate::config::{SigningKey, StorageConfig};
 use crate::db;
 use crate::error::{Result, StorageError};
 use crate::model::{ArtifactId, ArtifactRecord, Owner, parse_job_id};
+use easel_runtime::error::Internal;
+use easel_runtime::page;
 
 /// Largest chunk a download sends in one message.
 pub const DOWNLOAD_CHUNK_BYTES: usize = 1024 * 1024;
@@ -76,14 +76,6 @@ pub struct Page {
     pub artifacts: Vec<ArtifactRecord>,
     /// The next page's token; empty on the last page.
     pub next_page_token: String,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct PageToken {
-    /// The last id of the previous page.
-    after: String,
-    /// The job filter the token was made for.
-    job: String,
 }
 
 impl Storage {
@@ -176,9 +168,10 @@ impl Storage {
             .await
             .map_err(|error| match error {
                 // A row whose object vanished is our inconsistency, not the caller's mistake.
-                object_store::Error::NotFound { .. } => {
-                    StorageError::Internal(format!("object of {} is missing", record.id))
-                }
+                object_store::Error::NotFound { .. } => StorageError::from(Internal::caused(
+                    format!("the object of {} is missing", record.id),
+                    error,
+                )),
                 other => other.into(),
             })?;
         let chunks = result
@@ -221,9 +214,9 @@ impl Storage {
             Some(presigned) => presigned?,
             None => {
                 let (Some(key), Some(base)) = (self.signing_key(), &self.inner.public_url) else {
-                    return Err(StorageError::Internal(
-                        "local links need a signing key and a public URL".into(),
-                    ));
+                    return Err(
+                        Internal::new("local links need a signing key and a public URL").into(),
+                    );
                 };
                 crate::signed::link(base, key, &record.id, expires_at)
             }
@@ -268,11 +261,7 @@ impl Storage {
         } else {
             page_size
         };
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(page_token, job_id.as_deref())?)
-        };
+        let after = decode_token(page_token, job_id.as_deref())?;
         let mut artifacts = db::list_for_owner(
             self.db(),
             &owner,
@@ -308,32 +297,27 @@ impl Storage {
 }
 
 fn encode_token(after: &ArtifactId, job_id: Option<&str>) -> String {
-    let token = PageToken {
-        after: after.to_string(),
-        job: job_id.unwrap_or_default().to_string(),
-    };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
+    page::encode(after.as_str(), job_id.unwrap_or_default())
 }
 
-fn decode_token(raw: &str, job_id: Option<&str>) -> Result<ArtifactId> {
-    let invalid = || StorageError::field("page_token", "is not a token of this listing");
-    let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
-    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if token.job != job_id.unwrap_or_default() {
-        return Err(invalid());
-    }
-    ArtifactId::parse(&token.after).ok_or_else(invalid)
+fn decode_token(raw: &str, job_id: Option<&str>) -> Result<Option<ArtifactId>> {
+    page::decode(raw, job_id.unwrap_or_default(), ArtifactId::parse)
+        .map_err(|invalid| StorageError::field(page::FIELD, invalid.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]
     fn page_tokens_round_trip_and_stay_bound_to_their_filter() {
         let id = ArtifactId::new();
         let token = encode_token(&id, Some("job_1"));
-        assert_eq!(decode_token(&token, Some("job_1")).ok(), Some(id));
+        assert_eq!(decode_token(&token, Some("job_1")).ok(), Some(Some(id)));
+        assert_eq!(decode_token("", None).ok(), Some(None));
         assert!(decode_token(&token, None).is_err());
         assert!(decode_token("not a token", None).is_err());
         let forged = URL_SAFE_NO_PAD.encode(br#"{"after":"../x","job":""}"#);

@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::service::Storage;
 use crate::sniff::{HEADER_BYTES, ImageKind, SNIFF_BYTES};
+use easel_runtime::error::InternalContext;
 
 /// How long an upload may go without a message before it is abandoned (and aborted).
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -35,9 +36,7 @@ where
 {
     let started = Instant::now();
     let task = tokio::spawn(async move { put_inner(storage, header, chunks).await });
-    let outcome = task
-        .await
-        .map_err(|error| StorageError::Internal(format!("upload task failed: {error}")))?;
+    let outcome = task.await.internal("the upload task")?;
     match &outcome {
         Ok(record) => {
             crate::metrics::operation("put");

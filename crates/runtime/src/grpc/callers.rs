@@ -149,7 +149,7 @@ where
             "service {caller:?} may not call {method} on {}",
             self.layer.service_label
         ))
-        .with_reason("CALLER_NOT_ALLOWED")
+        .with_reason(crate::error::reason::CALLER_NOT_ALLOWED)
         .with_metadata("caller", caller)
         .with_metadata("method", method);
         let response = super::status_response(error.into_status());

@@ -60,7 +60,9 @@ pub async fn readyz(State(state): State<RestState>) -> Result<Response, ApiError
     for (name, reason) in failures {
         error = error.with_metadata(name, reason);
     }
-    Err(ApiError(error.with_reason("DEPENDENCY_UNAVAILABLE")))
+    Err(ApiError(error.with_reason(
+        easel_runtime::error::reason::DEPENDENCY_UNAVAILABLE,
+    )))
 }
 
 /// `GET /metrics`: Prometheus text format.

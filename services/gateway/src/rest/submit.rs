@@ -13,6 +13,7 @@
 use easel_proto::jobs::v1::{
     InputOverride, JobSpec, Sampler, Scheduler, SubmitJobRequest, TextToImage, Workflow, job_spec,
 };
+use easel_proto::names::ShortName;
 use easel_runtime::error::Error;
 use serde_json::{Map, Value};
 
@@ -172,12 +173,7 @@ fn normalize_enums(fields: &mut Map<String, Value>, prefix: &str) -> Result<(), 
         let Some(Value::String(value)) = fields.get_mut(named.field) else {
             continue;
         };
-        let candidate = if value.starts_with(named.prefix) {
-            value.clone()
-        } else {
-            format!("{}{}", named.prefix, value.to_ascii_uppercase())
-        };
-        if !(named.known)(&candidate) || candidate.ends_with("_UNSPECIFIED") {
+        let Some(proto_name) = (named.proto_name)(value) else {
             let shown: String = value.chars().take(64).collect();
             return Err(Error::invalid_field(
                 format!("{prefix}{}", named.field),
@@ -187,8 +183,8 @@ fn normalize_enums(fields: &mut Map<String, Value>, prefix: &str) -> Result<(), 
                     (named.names)().join(", ")
                 ),
             ));
-        }
-        *value = candidate;
+        };
+        *value = proto_name.to_string();
     }
     Ok(())
 }
@@ -196,23 +192,20 @@ fn normalize_enums(fields: &mut Map<String, Value>, prefix: &str) -> Result<(), 
 /// A proto enum a request names by string.
 struct NamedEnum {
     field: &'static str,
-    prefix: &'static str,
-    known: fn(&str) -> bool,
+    proto_name: fn(&str) -> Option<&'static str>,
     names: fn() -> Vec<String>,
 }
 
 impl NamedEnum {
     const SAMPLER: NamedEnum = NamedEnum {
         field: "sampler",
-        prefix: "SAMPLER_",
-        known: |name| Sampler::from_str_name(name).is_some(),
-        names: sampler_names,
+        proto_name: |value| Sampler::parse(value).map(Sampler::proto_name),
+        names: Sampler::short_names,
     };
     const SCHEDULER: NamedEnum = NamedEnum {
         field: "scheduler",
-        prefix: "SCHEDULER_",
-        known: |name| Scheduler::from_str_name(name).is_some(),
-        names: scheduler_names,
+        proto_name: |value| Scheduler::parse(value).map(Scheduler::proto_name),
+        names: Scheduler::short_names,
     };
 }
 
@@ -339,15 +332,15 @@ mod tests {
 
     #[test]
     fn every_enum_value_has_a_comfy_name() {
-        assert_eq!(sampler_names().len(), 42);
+        assert_eq!(Sampler::short_names().len(), 42);
         assert!(
-            sampler_names()
+            Sampler::short_names()
                 .iter()
                 .all(|name| name.chars().all(|c| !c.is_ascii_uppercase()))
         );
-        assert_eq!(scheduler_names().len(), 9);
+        assert_eq!(Scheduler::short_names().len(), 9);
         assert!(
-            scheduler_names()
+            Scheduler::short_names()
                 .iter()
                 .all(|name| name.chars().all(|c| !c.is_ascii_uppercase()))
         );

@@ -12,6 +12,7 @@ use sea_orm::{
 use super::entity::{counter, event, idempotency, job};
 use super::{JobRow, idempotency::KeyRow};
 use crate::error::Result;
+use easel_runtime::error::InternalContext;
 
 /// An owner's idempotency key.
 pub type KeyId = (String, String);
@@ -54,7 +55,7 @@ pub async fn take_keys<C: ConnectionTrait>(db: &C, rows: &[KeyRow]) -> Result<Ha
                 row.created_at_ms.into(),
                 row.expires_at_ms.into(),
             ])
-            .map_err(|error| crate::error::JobsError::Internal(error.to_string()))?;
+            .internal("building the key insert")?;
     }
     insert
         .on_conflict(
@@ -147,7 +148,7 @@ pub async fn add_to_counters<C: ConnectionTrait>(
                 day.into(),
                 (*jobs).into(),
             ])
-            .map_err(|error| crate::error::JobsError::Internal(error.to_string()))?;
+            .internal("building the counter upsert")?;
     }
     let old = |column: Column| Expr::col((counter::Entity, column));
     let new = |column: Column| Expr::col((Alias::new("excluded"), column));
