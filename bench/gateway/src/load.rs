@@ -15,6 +15,8 @@ pub struct Report {
     pub first_error: Option<String>,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
+    /// Each call's start (from the run's start) and latency, in start order.
+    pub timeline: Vec<(Duration, Duration)>,
 }
 
 impl Report {
@@ -41,6 +43,35 @@ impl Report {
         self.percentile(0.99)
     }
 
+    /// The run cut into windows of `width` by start time: calls started in each window,
+    /// their p99 and their slowest, to tell a transient from a steady cost.
+    pub fn windows(&self, width: Duration) -> String {
+        let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+        let mut lines = Vec::new();
+        let mut rest = self.timeline.as_slice();
+        let mut from = Duration::ZERO;
+        while !rest.is_empty() {
+            let to = from + width;
+            let split = rest.partition_point(|(start, _)| *start < to);
+            let mut window: Vec<Duration> = rest[..split].iter().map(|(_, l)| *l).collect();
+            rest = &rest[split..];
+            if !window.is_empty() {
+                window.sort_unstable();
+                let p99 = window[((window.len() - 1) as f64 * 0.99).round() as usize];
+                lines.push(format!(
+                    "      {:>6.0}–{:<6.0} ms {:>6} calls   p99 {:>7.2} ms   max {:>7.2} ms",
+                    ms(from),
+                    ms(to),
+                    window.len(),
+                    ms(p99),
+                    ms(*window.last().unwrap_or(&Duration::ZERO)),
+                ));
+            }
+            from = to;
+        }
+        lines.join("\n")
+    }
+
     /// One line of the results table.
     pub fn line(&self) -> String {
         let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
@@ -65,19 +96,26 @@ impl Report {
     }
 }
 
-fn report(name: &str, elapsed: Duration, results: Vec<(Duration, Result<(), String>)>) -> Report {
+fn report(
+    name: &str,
+    elapsed: Duration,
+    results: Vec<(Duration, Duration, Result<(), String>)>,
+) -> Report {
     let requests = results.len();
     let mut errors = 0;
     let mut first_error = None;
     let mut latencies = Vec::with_capacity(requests);
-    for (latency, result) in results {
+    let mut timeline = Vec::with_capacity(requests);
+    for (start, latency, result) in results {
         latencies.push(latency);
+        timeline.push((start, latency));
         if let Err(error) = result {
             errors += 1;
             first_error.get_or_insert(error);
         }
     }
     latencies.sort_unstable();
+    timeline.sort_unstable();
     Report {
         name: name.to_string(),
         requests,
@@ -85,6 +123,7 @@ fn report(name: &str, elapsed: Duration, results: Vec<(Duration, Result<(), Stri
         first_error,
         elapsed,
         latencies,
+        timeline,
     }
 }
 
@@ -101,7 +140,7 @@ where
             async move {
                 let began = Instant::now();
                 let result = call.await;
-                (began.elapsed(), result)
+                (began - started, began.elapsed(), result)
             }
         })
         .buffer_unordered(concurrency)
@@ -137,7 +176,7 @@ where
                 let result = call.await;
                 let latency = due.elapsed();
                 if let Ok(mut results) = results.lock() {
-                    results.push((latency, result));
+                    results.push((due - started, latency, result));
                 }
             });
             sent += 1;

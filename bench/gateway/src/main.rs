@@ -13,7 +13,8 @@
 //! shares the machine's cores with the services. Prints numbers; asserts nothing.
 //!
 //! `easel-bench-gateway redis-outage` instead measures GET and submit with Redis up, then
-//! killed (SIGKILL), then restarted, on a `redis-server` of its own (see [`outage`]).
+//! killed (SIGKILL), then restarted, on a `redis-server` of its own (see [`outage`]), and
+//! prints the p99 the outage adds; `EASEL_BENCH_ROUNDS` (3) and `EASEL_BENCH_TIMELINE` set it.
 //! Settings: `EASEL_BENCH_REQUESTS` (20000), `EASEL_BENCH_CONCURRENCY` (32),
 //! `EASEL_BENCH_USERS` (32), `EASEL_BENCH_RATE` (3600), `EASEL_BENCH_SECONDS` (5).
 

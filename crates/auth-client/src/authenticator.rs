@@ -1,7 +1,7 @@
 //! [`Authenticator`]: auth's `Authenticate` RPC behind a cache that revocations evict.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use easel_proto::auth::v1::auth_service_client::AuthServiceClient;
 use easel_proto::auth::v1::{AuthenticateRequest, AuthenticateResponse, Principal};
@@ -11,7 +11,7 @@ use easel_runtime::grpc::GrpcChannel;
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
 
-use crate::cache::{Lookup, PrincipalCache};
+use crate::cache::{Lookup, PrincipalCache, Unheard};
 use crate::{Credential, Revocation, revocation_channel};
 
 /// How long an answered call may stay in the in-flight map (normally it is removed at once).
@@ -34,8 +34,11 @@ pub struct AuthenticatorConfig {
     /// The most answers kept (accepted and refused each).
     pub max_entries: u64,
     /// While revocations cannot be heard (the listener is not subscribed: Redis down), cached
-    /// principals older than this are asked of auth again, so a revocation still lands within
-    /// this TTL (never longer than `cache_ttl`).
+    /// principals are trusted for this long past the later of their caching and the moment
+    /// the listener lost Redis, then asked of auth again, so a revocation still lands within
+    /// this TTL (never longer than `cache_ttl`). Past half of it, a request that finds the
+    /// principal is answered from the cache and the principal is refreshed in the background,
+    /// so no request waits for auth while its caller keeps calling.
     pub unheard_ttl: Duration,
 }
 
@@ -59,9 +62,8 @@ pub struct Authenticator {
 struct Inner {
     client: AuthServiceClient<GrpcChannel>,
     cache: PrincipalCache,
-    /// Calls of `Authenticate` in flight, by credential fingerprint: concurrent misses of one
-    /// credential share one call, so an expiring entry (every `unheard_ttl` while Redis is
-    /// down) costs auth one call, not one per request waiting on it.
+    /// Calls of `Authenticate` in flight, by credential fingerprint: concurrent misses (and a
+    /// refresh ahead) of one credential share one call.
     in_flight: moka::future::Cache<[u8; 32], Arc<SharedAnswer>>,
     /// How old a cached principal may be while revocations cannot be heard.
     unheard_ttl: Duration,
@@ -83,8 +85,9 @@ struct SharedAnswer {
 enum ListenerState {
     /// None was started: the configured TTL applies as is.
     None,
-    /// Started but not subscribed (connecting, or Redis is unreachable).
-    Disconnected,
+    /// Started but not subscribed (connecting, or Redis is unreachable); revocations were
+    /// heard until `heard_until`, when it lost its subscription (`None`: never subscribed).
+    Disconnected { heard_until: Option<Instant> },
     /// Subscribed: revocations are heard.
     Subscribed,
 }
@@ -137,26 +140,52 @@ impl Authenticator {
     /// be reached.
     pub async fn authenticate(&self, credential: &Credential) -> Result<Principal, Error> {
         let fingerprint = credential.fingerprint();
-        let max_age = match *self.inner.listener.borrow() {
-            ListenerState::Disconnected => Some(self.inner.unheard_ttl),
+        let unheard = match *self.inner.listener.borrow() {
+            ListenerState::Disconnected { heard_until } => Some(Unheard {
+                heard_until,
+                max_age: self.inner.unheard_ttl,
+            }),
             ListenerState::None | ListenerState::Subscribed => None,
         };
-        match self.inner.cache.lookup(&fingerprint, max_age).await {
+        let lookup = |result| {
+            metrics::counter!("easel_auth_cache_lookups_total", "result" => result).increment(1);
+        };
+        match self.inner.cache.lookup(&fingerprint, unheard).await {
             Lookup::Hit(principal) => {
-                metrics::counter!("easel_auth_cache_lookups_total", "result" => "hit").increment(1);
+                lookup("hit");
+                return Ok(principal);
+            }
+            Lookup::RefreshAhead(principal) => {
+                lookup("refresh_ahead");
+                self.refresh_ahead(credential.clone(), fingerprint);
                 return Ok(principal);
             }
             Lookup::Refused(error) => {
-                metrics::counter!("easel_auth_cache_lookups_total", "result" => "refused")
-                    .increment(1);
+                lookup("refused");
                 return Err(error);
             }
-            Lookup::Miss => {
-                metrics::counter!("easel_auth_cache_lookups_total", "result" => "miss")
-                    .increment(1);
-            }
+            Lookup::Miss => lookup("miss"),
         }
+        self.fetch(credential, fingerprint).await
+    }
 
+    /// Asks auth again in the background for a principal the cache still serves; the answer
+    /// replaces the entry (or, a refusal, evicts it).
+    fn refresh_ahead(&self, credential: Credential, fingerprint: [u8; 32]) {
+        let authenticator = self.clone();
+        tokio::spawn(async move {
+            // A failure leaves the entry to its expiry; the next lookup refreshes again.
+            let _ = authenticator.fetch(&credential, fingerprint).await;
+            authenticator.inner.cache.refresh_ended(&fingerprint).await;
+        });
+    }
+
+    /// Asks auth (one call shared by concurrent askers) and caches the answer.
+    async fn fetch(
+        &self,
+        credential: &Credential,
+        fingerprint: [u8; 32],
+    ) -> Result<Principal, Error> {
         let call = {
             let epoch = self.inner.cache.epoch();
             let mut client = self.inner.client.clone();
@@ -243,7 +272,7 @@ impl Authenticator {
         prefix: &str,
         shutdown: Shutdown,
     ) -> tokio::task::JoinHandle<()> {
-        self.set_listener(ListenerState::Disconnected);
+        self.set_listener(ListenerState::Disconnected { heard_until: None });
         let authenticator = self.clone();
         let channel = revocation_channel(prefix);
         let client = redis::Client::open(redis_url);
@@ -267,8 +296,7 @@ impl Authenticator {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_triggered() {
             let outcome = self.listen_once(&client, &channel, &shutdown).await;
-            let was_subscribed = self.is_listening();
-            self.set_listener(ListenerState::Disconnected);
+            let was_subscribed = self.disconnected();
             match outcome {
                 Ok(()) => break,
                 Err(error) => {
@@ -291,7 +319,28 @@ impl Authenticator {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        self.set_listener(ListenerState::Disconnected);
+        self.disconnected();
+    }
+
+    /// Marks the listener disconnected, remembering when it was last subscribed; whether it
+    /// was subscribed until now.
+    fn disconnected(&self) -> bool {
+        let mut was_subscribed = false;
+        self.inner.listener.send_modify(|state| {
+            *state = match *state {
+                ListenerState::Subscribed => {
+                    was_subscribed = true;
+                    ListenerState::Disconnected {
+                        heard_until: Some(Instant::now()),
+                    }
+                }
+                ListenerState::Disconnected { heard_until } => {
+                    ListenerState::Disconnected { heard_until }
+                }
+                ListenerState::None => ListenerState::Disconnected { heard_until: None },
+            }
+        });
+        was_subscribed
     }
 
     /// One subscription: `Ok` when shutdown ended it, `Err` when the connection did.

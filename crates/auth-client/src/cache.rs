@@ -3,7 +3,7 @@
 //! evicted by key id or user id when a revocation arrives.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use easel_proto::auth::v1::Principal;
@@ -18,6 +18,19 @@ struct Accepted {
     principal: Principal,
     cached_at: Instant,
     valid_until: Instant,
+    /// Whether a refresh ahead of its unheard expiry was handed out (one per entry).
+    refreshing: AtomicBool,
+}
+
+/// How long positive answers are trusted while revocations cannot be heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Unheard {
+    /// When revocations were last heard (the listener's disconnection), if ever: every
+    /// revocation up to then was applied, so an answer cached earlier was as good as new then.
+    pub(crate) heard_until: Option<Instant>,
+    /// How long an answer is trusted past the later of its caching and `heard_until`. Past
+    /// half of it, the lookup that finds it is asked to refresh it ahead (in the background).
+    pub(crate) max_age: Duration,
 }
 
 /// A cached `UNAUTHENTICATED` answer.
@@ -42,6 +55,9 @@ pub(crate) struct PrincipalCache {
 #[derive(Debug)]
 pub(crate) enum Lookup {
     Hit(Principal),
+    /// A hit that is past half its unheard lifetime: serve it, and refresh it ahead of its
+    /// expiry (this lookup alone is told, until the refresh ends).
+    RefreshAhead(Principal),
     Refused(Error),
     Miss,
 }
@@ -66,10 +82,18 @@ impl PrincipalCache {
         }
     }
 
-    /// The cached answer, if any is still valid. `max_age` bounds how old a positive answer may
-    /// be (used while revocations cannot be heard).
-    pub(crate) async fn lookup(&self, fingerprint: &[u8; 32], max_age: Option<Duration>) -> Lookup {
-        let now = Instant::now();
+    /// The cached answer, if any is still valid. While revocations cannot be heard,
+    /// `unheard` bounds how old a positive answer may be.
+    pub(crate) async fn lookup(&self, fingerprint: &[u8; 32], unheard: Option<Unheard>) -> Lookup {
+        self.lookup_at(fingerprint, unheard, Instant::now()).await
+    }
+
+    async fn lookup_at(
+        &self,
+        fingerprint: &[u8; 32],
+        unheard: Option<Unheard>,
+        now: Instant,
+    ) -> Lookup {
         if let Some(refused) = self.refused.get(fingerprint).await
             && refused.valid_until > now
         {
@@ -79,14 +103,34 @@ impl PrincipalCache {
             }
             return Lookup::Refused(error);
         }
-        if let Some(accepted) = self.accepted.get(fingerprint).await {
-            let young_enough =
-                max_age.is_none_or(|max_age| now.duration_since(accepted.cached_at) <= max_age);
-            if accepted.valid_until > now && young_enough {
-                return Lookup::Hit(accepted.principal.clone());
-            }
+        let Some(accepted) = self.accepted.get(fingerprint).await else {
+            return Lookup::Miss;
+        };
+        if accepted.valid_until <= now {
+            return Lookup::Miss;
         }
-        Lookup::Miss
+        let Some(unheard) = unheard else {
+            return Lookup::Hit(accepted.principal.clone());
+        };
+        let checked = unheard
+            .heard_until
+            .map_or(accepted.cached_at, |heard| heard.max(accepted.cached_at));
+        let age = now.saturating_duration_since(checked);
+        if age > unheard.max_age {
+            return Lookup::Miss;
+        }
+        if age > unheard.max_age / 2 && !accepted.refreshing.swap(true, Ordering::SeqCst) {
+            return Lookup::RefreshAhead(accepted.principal.clone());
+        }
+        Lookup::Hit(accepted.principal.clone())
+    }
+
+    /// A refresh ahead ended (its answer cached or not): the next lookup that finds the entry
+    /// past half its unheard lifetime may start another.
+    pub(crate) async fn refresh_ended(&self, fingerprint: &[u8; 32]) {
+        if let Some(accepted) = self.accepted.get(fingerprint).await {
+            accepted.refreshing.store(false, Ordering::SeqCst);
+        }
     }
 
     /// The revocation epoch, read before asking auth.
@@ -112,6 +156,7 @@ impl PrincipalCache {
             principal,
             cached_at: now,
             valid_until: now + lifetime,
+            refreshing: AtomicBool::new(false),
         });
         self.accepted.insert(fingerprint, entry).await;
         // A revocation that landed between the check above and the insert may have missed
@@ -121,9 +166,14 @@ impl PrincipalCache {
         }
     }
 
-    /// Caches a refusal for the negative TTL.
+    /// Caches a refusal for the negative TTL, and forgets any earlier acceptance (a refresh
+    /// ahead finds the credential revoked).
     pub(crate) async fn refuse(&self, fingerprint: [u8; 32], error: &Error) {
-        if self.negative_ttl.is_zero() || error.code() != ErrorCode::Unauthenticated {
+        if error.code() != ErrorCode::Unauthenticated {
+            return;
+        }
+        self.accepted.invalidate(&fingerprint).await;
+        if self.negative_ttl.is_zero() {
             return;
         }
         let entry = Arc::new(Refused {
@@ -219,12 +269,82 @@ mod tests {
         cache
             .accept([2; 32], principal("usr_a", ""), None, epoch)
             .await;
+        let unheard = |max_age| {
+            Some(Unheard {
+                heard_until: None,
+                max_age,
+            })
+        };
         assert!(matches!(
-            cache.lookup(&[2; 32], Some(Duration::ZERO)).await,
+            cache.lookup(&[2; 32], unheard(Duration::ZERO)).await,
             Lookup::Miss
         ));
         assert!(matches!(
-            cache.lookup(&[2; 32], Some(Duration::from_secs(60))).await,
+            cache
+                .lookup(&[2; 32], unheard(Duration::from_secs(60)))
+                .await,
+            Lookup::Hit(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn unheard_answers_age_from_the_disconnection_and_are_refreshed_ahead_once() {
+        let cache = cache();
+        let start = Instant::now();
+        cache
+            .accept([1; 32], principal("usr_a", ""), None, cache.epoch())
+            .await;
+        let cached = Instant::now();
+        let second = Duration::from_secs(1);
+
+        // Never heard: the answer's own age counts.
+        let never = Some(Unheard {
+            heard_until: None,
+            max_age: second,
+        });
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], never, start).await,
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], never, cached + 2 * second).await,
+            Lookup::Miss
+        ));
+
+        // Heard until 10 s after it was cached: it is as good as new then.
+        let heard_until = start + 10 * second;
+        let unheard = Some(Unheard {
+            heard_until: Some(heard_until),
+            max_age: second,
+        });
+        let at = |millis| heard_until + Duration::from_millis(millis);
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], unheard, at(400)).await,
+            Lookup::Hit(_)
+        ));
+        // Past half its unheard lifetime: one lookup is told to refresh, the others are hits.
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], unheard, at(600)).await,
+            Lookup::RefreshAhead(_)
+        ));
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], unheard, at(700)).await,
+            Lookup::Hit(_)
+        ));
+        // The refresh ended without replacing the answer: the next lookup refreshes again.
+        cache.refresh_ended(&[1; 32]).await;
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], unheard, at(800)).await,
+            Lookup::RefreshAhead(_)
+        ));
+        // Past the unheard lifetime: asked again, whoever refreshes.
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], unheard, at(1001)).await,
+            Lookup::Miss
+        ));
+        // Heard normally: the full TTL.
+        assert!(matches!(
+            cache.lookup_at(&[1; 32], None, at(1001)).await,
             Lookup::Hit(_)
         ));
     }

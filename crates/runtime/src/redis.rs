@@ -188,14 +188,15 @@ impl Redis {
         config: RedisConfig,
     ) -> Result<Redis, ::redis::RedisError> {
         let client = ::redis::Client::open(url)?;
-        // The manager's own retries stay short: our deadline and breaker decide how long
-        // callers wait, and a reconnect that gives up quickly is retried by the next call.
+        // One connection attempt per reconnect, no backoff: every call waiting for the
+        // connection waits for that attempt, so a backoff between attempts would be added to
+        // each of them (20-40 ms for all the calls in flight when Redis dies, while a refused
+        // connection answers in microseconds). Our deadline and breaker decide how long
+        // callers wait; the next call (or the breaker's probe) tries again.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(200));
+            .set_number_of_retries(0);
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         metrics::gauge!("easel_redis_breaker_state", "client" => name)
             .set(BreakerState::Closed.gauge());

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use easel_proto::jobs::v1::{JobEvent, job_event};
-use easel_runtime::redis::Redis;
+use easel_runtime::redis::{Redis, RedisError};
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::{Notify, broadcast};
@@ -211,7 +211,7 @@ impl EventHub {
                     })
                     .await;
                 if let Err(error) = sent {
-                    tracing::warn!(job_id = %event.job_id, error = %error, "publishing a job event failed");
+                    publish_failed(&error);
                     // Local watchers at least can resync now.
                     self.resync_job(&event.job_id);
                 }
@@ -245,7 +245,7 @@ impl EventHub {
                         })
                         .await;
                 if let Err(error) = sent {
-                    tracing::warn!(error = %error, "publishing job events failed");
+                    publish_failed(&error);
                     for event in events {
                         self.resync_job(&event.job_id);
                     }
@@ -290,6 +290,16 @@ impl EventHub {
         for sender in self.lock().values() {
             let _ = sender.send(HubMessage::Resync);
         }
+    }
+}
+
+/// Logs a failed publish: at warn when Redis failed it, at debug when its breaker refused
+/// it (the breaker logs the outage once, not once per event).
+fn publish_failed(error: &RedisError) {
+    if matches!(error, RedisError::Open) {
+        tracing::debug!("redis unavailable; job events not published, watchers resync");
+    } else {
+        tracing::warn!(error = %error, "publishing job events failed; watchers resync");
     }
 }
 

@@ -79,6 +79,17 @@ pub enum QueueError {
     Malformed(String),
 }
 
+impl QueueError {
+    /// Whether nothing was tried because Redis is known down (its circuit breaker is open):
+    /// the breaker logs the outage once, so callers need not log each refusal.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Unavailable(easel_runtime::redis::RedisError::Open)
+        )
+    }
+}
+
 /// The queue, as the service uses it.
 #[async_trait::async_trait]
 pub trait JobQueue: Send + Sync + std::fmt::Debug {

@@ -148,19 +148,13 @@ async fn write(
                     .iter()
                     .map(|&i| waiting[i].submission.message.clone())
                     .collect();
-                // The records are durable: if the queue is down, the reconciler enqueues them.
-                match queue.enqueue_many(&messages).await {
-                    Ok(waiting_per_class) => {
-                        for (&index, place) in
-                            created.iter().zip(positions(&waiting_per_class, &messages))
-                        {
-                            if let Ok(Accepted::Created { position, .. }) = &mut outcomes[index] {
-                                *position = Some(place);
-                            }
+                if let Some(waiting_per_class) = enqueue(db, queue, &messages).await {
+                    for (&index, place) in
+                        created.iter().zip(positions(&waiting_per_class, &messages))
+                    {
+                        if let Ok(Accepted::Created { position, .. }) = &mut outcomes[index] {
+                            *position = Some(place);
                         }
-                    }
-                    Err(error) => {
-                        tracing::warn!(jobs = messages.len(), error = %error, "enqueue failed; the reconciler will retry");
                     }
                 }
                 metrics::counter!(crate::metrics::SUBMITTED).increment(messages.len() as u64);
@@ -212,6 +206,41 @@ fn unreachable(error: &JobsError) -> bool {
         error,
         JobsError::Database(DbErr::ConnectionAcquire(_) | DbErr::Conn(_))
     )
+}
+
+/// Enqueues a stored batch; answers how many jobs wait per priority class for the batch's
+/// queue positions. The records are durable: if the queue is down, the reconciler enqueues
+/// them, and the database's PENDING counts stand in for the queue's, in one query for the
+/// batch (not one per job).
+async fn enqueue(
+    db: &DatabaseConnection,
+    queue: &dyn JobQueue,
+    messages: &[QueueMessage],
+) -> Option<Vec<u64>> {
+    let error = match queue.enqueue_many(messages).await {
+        Ok(waiting_per_class) => return Some(waiting_per_class),
+        Err(error) => error,
+    };
+    if error.is_circuit_open() {
+        // Redis is known down (its breaker logged the outage once): nothing was sent.
+        tracing::debug!(
+            jobs = messages.len(),
+            "queue unavailable; the reconciler will enqueue"
+        );
+    } else {
+        tracing::warn!(jobs = messages.len(), error = %error, "enqueue failed; the reconciler will retry");
+    }
+    let counts = crate::db::pending_by_priority(db).await.ok()?;
+    let mut waiting = vec![0; PRIORITY_CLASSES];
+    for (priority, count) in counts {
+        if let Some(slot) = usize::try_from(priority)
+            .ok()
+            .and_then(|class| waiting.get_mut(class))
+        {
+            *slot = u64::try_from(count).unwrap_or_default();
+        }
+    }
+    Some(waiting)
 }
 
 fn key_of(submission: &Submission) -> Option<KeyId> {
