@@ -91,6 +91,17 @@ if [ ! -x "$TOOLS/deploy-venv/bin/kubernetes-validate" ]; then
   "$TOOLS/deploy-venv/bin/pip" install --quiet kubernetes-validate
 fi
 
+# The CRDs' schemas (KEDA, cert-manager, the Prometheus operator), compiled into the
+# @kubernetes-models packages, for scripts/validate-crds.mjs; openssl for a throwaway edge
+# certificate when validating the Envoy edge configuration.
+if [ ! -d "$TOOLS/deploy-node/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  log "installing the CRD schemas"
+  mkdir -p "$TOOLS/deploy-node"
+  npm install --silent --prefix "$TOOLS/deploy-node" @kubernetes-models/keda@2.0.0 \
+    @kubernetes-models/cert-manager@6.0.0 @kubernetes-models/prometheus-operator@6.0.0 >/dev/null
+fi
+command -v openssl >/dev/null || { log "installing openssl"; apt_install openssl; }
+
 # Chromium and playwright-core for the gRPC-web browser test.
 if ! command -v chromium >/dev/null; then
   log "installing Chromium"

@@ -4,6 +4,7 @@
 //! and the five service binaries wired to each other over loopback gRPC. Nothing of ours is
 //! mocked; the simulator stands in for ComfyUI only.
 
+pub mod edge;
 pub mod grpc_web;
 pub mod image;
 
