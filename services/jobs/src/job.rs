@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::db::JobRow;
-use easel_runtime::error::Internal;
 use crate::error::{JobsError, Result};
 use crate::model::{JobId, is_terminal, status_to_db};
 use crate::queue::QueueMessage;
+use easel_runtime::error::Internal;
 
 /// One job as the service reasons about it.
 #[derive(Clone, Debug, PartialEq)]

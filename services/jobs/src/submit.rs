@@ -408,11 +408,7 @@ impl Commit<'_> {
 
     /// Takes the leaders' keys; a key someone holds already decides its submit (a replay, a
     /// conflict, or ours to replace when it expired or was abandoned).
-    async fn take_keys<C: ConnectionTrait>(
-        &mut self,
-        txn: &C,
-        keyed: &[usize],
-    ) -> Result<()> {
+    async fn take_keys<C: ConnectionTrait>(&mut self, txn: &C, keyed: &[usize]) -> Result<()> {
         let submissions = self.submissions;
         let rows: Vec<_> = keyed
             .iter()
@@ -432,8 +428,7 @@ impl Commit<'_> {
             .filter_map(|&i| key_of(submissions[i]))
             .collect();
         self.existing = batch::find_keys(txn, &keys)
-            .await
-            ?
+            .await?
             .into_iter()
             .map(|row| ((row.owner.clone(), row.key.clone()), row))
             .collect();
@@ -456,10 +451,7 @@ impl Commit<'_> {
         Ok(match resolve_existing(submission, row) {
             Ok(None) => {
                 let ours = key_row(submission).ok_or_else(|| DbErr::Custom("no key".into()))?;
-                if idempotency::replace(txn, row, ours)
-                    .await
-                    ?
-                {
+                if idempotency::replace(txn, row, ours).await? {
                     None
                 } else {
                     Some(Err(JobsError::IdempotencyKeyInFlight))
@@ -491,8 +483,7 @@ impl Commit<'_> {
             .collect();
         let mut usage = Usage {
             counters: batch::lock_counters(txn, &owners)
-                .await
-                ?
+                .await?
                 .into_iter()
                 .map(|(owner, row)| {
                     let today = if row.day == day { row.day_jobs } else { 0 };
@@ -515,21 +506,13 @@ impl Commit<'_> {
                 }
             }
         }
-        batch::release_keys(txn, &released)
-            .await
-            ?;
-        batch::add_to_counters(txn, &usage.added, day)
-            .await
-            ?;
+        batch::release_keys(txn, &released).await?;
+        batch::add_to_counters(txn, &usage.added, day).await?;
         Ok(admitted)
     }
 
     /// Inserts the admitted jobs and their first events.
-    async fn insert<C: ConnectionTrait>(
-        &mut self,
-        txn: &C,
-        admitted: &[usize],
-    ) -> Result<()> {
+    async fn insert<C: ConnectionTrait>(&mut self, txn: &C, admitted: &[usize]) -> Result<()> {
         let submissions = self.submissions;
         let rows = admitted
             .iter()
@@ -539,9 +522,7 @@ impl Commit<'_> {
             .iter()
             .map(|&i| submissions[i].first_event.clone())
             .collect();
-        batch::insert_jobs(txn, rows, events)
-            .await
-            ?;
+        batch::insert_jobs(txn, rows, events).await?;
         for &index in admitted {
             self.outcomes[index] = Some(Ok(Accepted::Created {
                 job: Box::new(submissions[index].job.clone()),

@@ -14,9 +14,9 @@ use easel_e2e::{DEADLINE, Platform, PlatformOptions, event_status, is_terminal, 
 use easel_proto::jobs::v1::job_service_client::JobServiceClient;
 use easel_proto::jobs::v1::{GetJobRequest, GetJobResponse, JobStatus, WatchJobRequest, job_event};
 use easel_runtime::grpc::{ClientConfig, connect_lazy};
-use easel_runtime::testing::OtlpReceiver;
 use easel_runtime::transport::ServiceIdentity;
 use easel_runtime::transport::tls::dev;
+use easel_test_support::OtlpReceiver;
 use futures::StreamExt;
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
