@@ -23,6 +23,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== buf lint"
 buf lint
 
+echo "== generated clients (drift gate)"
+bash scripts/generate-clients.sh --check
+
 echo "== deployment manifests"
 bash scripts/validate-deploy.sh
 
