@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2
@@ -180,9 +180,9 @@ def text_to_image_request(
     if seed is not None:
         text.seed = seed
     if sampler is not None:
-        text.sampler = _enum_value(jobs_pb2.Sampler, "SAMPLER_", sampler)
+        text.sampler = cast("jobs_pb2.Sampler.ValueType", _enum_value(jobs_pb2.Sampler, "SAMPLER_", sampler))
     if scheduler is not None:
-        text.scheduler = _enum_value(jobs_pb2.Scheduler, "SCHEDULER_", scheduler)
+        text.scheduler = cast("jobs_pb2.Scheduler.ValueType", _enum_value(jobs_pb2.Scheduler, "SCHEDULER_", scheduler))
     spec = jobs_pb2.JobSpec(text_to_image=text, keep_workflow_metadata=keep_workflow_metadata)
     return _submit_request(spec, idempotency_key, start_timeout)
 
@@ -298,6 +298,15 @@ def _check_integrity(output: jobs_pb2.JobOutput, size: int, sha256: str) -> None
         )
     if output.sha256 and sha256 != output.sha256.lower():
         raise errors.DownloadError(f"{output.artifact_id}: sha256 {sha256} is not the job's {output.sha256}")
+
+
+def list_request(statuses: Sequence[int], page_size: int, page_token: str) -> jobs_pb2.ListJobsRequest:
+    """One page's ListJobsRequest; ``statuses`` are ``jobs_pb2.JOB_STATUS_…`` values."""
+    return jobs_pb2.ListJobsRequest(
+        page_size=page_size,
+        page_token=page_token,
+        statuses=cast("List[jobs_pb2.JobStatus.ValueType]", list(statuses)),
+    )
 
 
 def output_paths(job: jobs_pb2.Job, path: PathLike) -> List[pathlib.Path]:

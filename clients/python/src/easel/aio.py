@@ -139,7 +139,7 @@ class AsyncClient:
         """Every job of the caller, newest first, across all pages; see :meth:`easel.Client.list`."""
         token = ""
         while True:
-            request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, statuses=list(statuses))
+            request = _core.list_request(statuses, page_size, token)
             page = await self._call(self._jobs.ListJobs, request)
             for job in page.jobs:
                 yield job

@@ -162,7 +162,7 @@ class Client:
         only those in ``statuses`` when given (``jobs_pb2.JOB_STATUS_…``)."""
         token = ""
         while True:
-            request = jobs_pb2.ListJobsRequest(page_size=page_size, page_token=token, statuses=list(statuses))
+            request = _core.list_request(statuses, page_size, token)
             page = self._call(self._jobs.ListJobs, request)
             yield from page.jobs
             token = page.next_page_token
