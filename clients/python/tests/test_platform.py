@@ -165,7 +165,7 @@ def test_over_the_rate_limit_raises_rate_limited_with_retry_after_and_retries_ho
     with easel.Client(api_key=key, retry=easel.RetryPolicy(max_attempts=1)) as impatient:
         with pytest.raises(easel.RateLimited) as raised:
             for _ in range(20):
-                impatient.list().__next__()
+                next(impatient.list(), None)
     error = raised.value
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.reason == "RATE_LIMITED"
