@@ -112,4 +112,22 @@ if [ ! -d "$TOOLS/node_modules/playwright-core" ]; then
   npm install --silent --prefix "$TOOLS" playwright-core@1 >/dev/null
 fi
 
+# The client libraries (clients/): the generators buf.gen.yaml runs and what their tests use.
+# Pinned: the generated code, which the drift gate compares, depends on these versions.
+CLIENTS_PYTHON="grpcio==1.85.1 grpcio-tools==1.85.1 protobuf==7.36.2 mypy-protobuf==5.1.0 googleapis-common-protos==1.76.0 pytest==9.2.0 setuptools==84.2.1 tqdm==4.70.1"
+if [ "$(cat "$TOOLS/clients-venv/.installed" 2>/dev/null)" != "$CLIENTS_PYTHON" ]; then
+  log "installing the Python client's generators and test tools"
+  [ -x "$TOOLS/clients-venv/bin/python" ] || python3 -m venv "$TOOLS/clients-venv"
+  # shellcheck disable=SC2086
+  "$TOOLS/clients-venv/bin/pip" install --quiet $CLIENTS_PYTHON
+  echo "$CLIENTS_PYTHON" >"$TOOLS/clients-venv/.installed"
+fi
+CLIENTS_NPM="@bufbuild/protoc-gen-es@2.17.0 @bufbuild/protobuf@2.17.0 @connectrpc/connect@2.2.0 @connectrpc/connect-web@2.2.0 @connectrpc/connect-node@2.2.0 typescript@5.9.3 @types/node@20.19.43 newman@6.2.2"
+if [ "$(cat "$TOOLS/.clients-npm" 2>/dev/null)" != "$CLIENTS_NPM" ]; then
+  log "installing the TypeScript client's generator, libraries and newman"
+  # shellcheck disable=SC2086
+  npm install --silent --prefix "$TOOLS" $CLIENTS_NPM >/dev/null
+  echo "$CLIENTS_NPM" >"$TOOLS/.clients-npm"
+fi
+
 log "ready"

@@ -36,6 +36,9 @@ bash scripts/advisory-db.sh
 cargo fetch --locked --quiet
 cargo deny --offline --locked check
 
+echo "== generated clients (drift gate)"
+bash scripts/generate-clients.sh --check
+
 echo "== deployment manifests"
 bash scripts/validate-deploy.sh
 
