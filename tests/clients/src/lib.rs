@@ -119,7 +119,7 @@ pub fn build_binaries() {
         "easel-gateway",
         "easel",
     ] {
-        easel_runtime::testing::workspace_binary(package, package);
+        easel_test_support::workspace_binary(package, package);
     }
 }
 
@@ -217,22 +217,21 @@ impl EaselUp {
             .unwrap_or_else(|error| panic!("no free port: {error}"))
             .port();
         let url = format!("http://127.0.0.1:{port}");
-        let mut child = tokio::process::Command::new(easel_runtime::testing::workspace_binary(
-            "easel", "easel",
-        ))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data.path())
-        .env_remove("EASEL_REDIS_URL")
-        .env_remove("REDIS_URL")
-        .env_remove("EASEL_DEV_API_KEY")
-        .env("EASEL_COMFYUI_URLS", comfyui_url)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start easel up: {error}"));
+        let mut child =
+            tokio::process::Command::new(easel_test_support::workspace_binary("easel", "easel"))
+                .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+                .arg(data.path())
+                .env_remove("EASEL_REDIS_URL")
+                .env_remove("REDIS_URL")
+                .env_remove("EASEL_DEV_API_KEY")
+                .env("EASEL_COMFYUI_URLS", comfyui_url)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|error| panic!("cannot start easel up: {error}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut banner = Vec::new();

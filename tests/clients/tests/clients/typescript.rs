@@ -5,7 +5,7 @@ use std::path::Path;
 
 use easel_client_tests::{Testbed, client_suite_options, run_suite, tools_dir};
 use easel_e2e::repository_file;
-use easel_runtime::testing::Envoy;
+use easel_test_support::Envoy;
 
 /// Copies the package's sources into `dir`, a directory under the tools directory so that
 /// both `tsc` and Node find the packages scripts/setup.sh installed there (`node_modules` of
