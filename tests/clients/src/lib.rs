@@ -52,7 +52,8 @@ impl Drop for Testbed {
 
 /// The platform of the client suites: a slow-enough simulator that a watch can be interrupted
 /// mid-job, a free tier whose rate limit a test reaches in a few calls, and an enterprise tier
-/// that takes 50 jobs at once.
+/// that takes 50 jobs at once. The harness logs in each user it makes, many within a minute
+/// from one address, so the login limit (a brute-force guard, not under test here) is raised.
 pub fn client_suite_options() -> PlatformOptions {
     let pairs = [
         ("EASEL_TIER_FREE_REQUESTS_PER_MINUTE", "30"),
@@ -64,6 +65,10 @@ pub fn client_suite_options() -> PlatformOptions {
             .iter()
             .map(|(name, value)| ((*name).to_string(), (*value).to_string()))
             .collect(),
+        gateway_env: vec![
+            ("EASEL_LOGIN_RATE_PER_MINUTE".into(), "100000".into()),
+            ("EASEL_LOGIN_BURST".into(), "1000".into()),
+        ],
         sim_args: vec!["--step-delay-ms".into(), "50".into()],
         ..Default::default()
     }

@@ -179,11 +179,8 @@ async fn every_protocol_works_over_https_at_the_edge_and_http_is_redirected() {
         "HSTS on HTTPS answers"
     );
     let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let job_id = body["job"]["id"].as_str().unwrap_or_default().to_string();
-    let trace_id = body["job"]["traceId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let job_id = body["job_id"].as_str().unwrap_or_default().to_string();
+    let trace_id = body["trace_id"].as_str().unwrap_or_default().to_string();
     assert!(job_id.starts_with("job_"), "{body}");
     assert!(!trace_id.is_empty(), "the job records its trace: {body}");
     assert_ne!(
@@ -195,7 +192,7 @@ async fn every_protocol_works_over_https_at_the_edge_and_http_is_redirected() {
     let events = watch_sse(&https, &edge, &key, &job_id).await;
     assert_eq!(
         events.iter().rev().find_map(event_status),
-        Some("JOB_STATUS_SUCCEEDED"),
+        Some("completed"),
         "{events:?}"
     );
 

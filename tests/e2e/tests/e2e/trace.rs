@@ -29,13 +29,9 @@ async fn a_job_is_one_trace_across_gateway_auth_jobs_bridge_and_storage() {
         .unwrap_or_else(|error| panic!("submit failed: {error}"));
     assert_eq!(response.status(), 202);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
-    let job = if body["job"].is_object() {
-        &body["job"]
-    } else {
-        &body
-    };
-    let job_id = job["id"].as_str().unwrap_or_default().to_string();
-    assert_eq!(job["traceId"], trace_id, "the job records its trace");
+    let job = &body;
+    let job_id = job["job_id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(job["trace_id"], trace_id, "the job records its trace");
 
     let events = platform.watch_ws(&key, &job_id).await;
     assert_eq!(
