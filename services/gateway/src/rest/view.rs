@@ -8,6 +8,7 @@ use easel_proto::jobs::v1::{
     Job, JobError, JobEvent, JobMetadata, JobOutput, JobStatus, NodeError, Progress, StatusChange,
     TextToImage, job_event,
 };
+use easel_proto::names::ShortName;
 use pbjson_types::{Duration, Timestamp};
 use serde::Serialize;
 
@@ -33,19 +34,13 @@ pub const STATUS_WORDS: [&str; 6] = [
     "expired",
 ];
 
-/// The status a word (or a proto name, `RUNNING`, `JOB_STATUS_RUNNING`) names.
+/// The status a REST word names, or a proto name in any spelling `ShortName` takes
+/// (`running`, `JOB_STATUS_RUNNING`).
 pub fn parse_status_word(word: &str) -> Option<JobStatus> {
-    let lower = word.to_ascii_lowercase();
-    let short = lower.strip_prefix("job_status_").unwrap_or(&lower);
-    Some(match short {
-        "pending" => JobStatus::Pending,
-        "processing" | "running" => JobStatus::Running,
-        "completed" | "succeeded" => JobStatus::Succeeded,
-        "failed" => JobStatus::Failed,
-        "cancelled" => JobStatus::Cancelled,
-        "expired" => JobStatus::Expired,
-        _ => return None,
-    })
+    (1..)
+        .map_while(|value| JobStatus::try_from(value).ok())
+        .find(|status| status_word(*status).eq_ignore_ascii_case(word))
+        .or_else(|| JobStatus::parse(word))
 }
 
 /// Where a job can be followed and acted on.
